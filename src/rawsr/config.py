@@ -41,3 +41,20 @@ def require_choice(value: Any, key: str, choices: Iterable[Any]) -> None:
 def require_positive_int(value: Any, key: str, *, even: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0 and (not even or value % 2 == 0)
     require(ok, key, "a positive even integer" if even else "a positive integer", value)
+
+
+def instantiate(cfg: Any, /, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`ConfigError` raised by the target through unwrapped,
+    so that the user sees the message naming the key rather than Hydra's instantiation traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

@@ -1,0 +1,106 @@
+"""The LightningDataModule: data sources on CPU workers, the imaging-process simulation on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rawsr.config import require, require_positive_int
+
+#: Keys of a batch that is ready for the network.
+DEGRADED_KEYS = ("lr_raw", "lr_ref", "hr_srgb")
+
+
+class RawSRDataModule(L.LightningDataModule):
+    """Feeds the two-branch network with ``lr_raw``, ``lr_ref`` and ``hr_srgb`` batches.
+
+    Sources are dataset factories (Hydra ``_partial_`` configs) called as ``factory(scale=..., crop=...)``.
+    A source either yields HR linear crops with their camera (``hr_linear``, ``wb``, ``ccm``, ``index``), which
+    :meth:`on_after_batch_transfer` degrades on the device with ``degradation``, or yields pairs that are
+    already degraded (the released rawSR dataset), which pass through untouched.
+
+    Training samples draw fresh degradation seeds from the global torch RNG (seeded by ``seed_everything``);
+    validation and test samples use ``val_seed + index``, so the validation set is the same at every epoch,
+    on every device count, and in ``rawsr.evaluate``.
+    """
+
+    def __init__(
+        self,
+        train: Callable[..., Dataset],
+        val: Callable[..., Dataset],
+        scale: int,
+        crop: int,
+        batch_size: int = 6,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        val_seed: int = 20210201,
+        degradation: Callable[[dict, torch.Tensor], dict] | None = None,
+    ) -> None:
+        super().__init__()
+        require(scale in (2, 3, 4), "data.scale", "2, 3 or 4", scale)
+        require_positive_int(crop, "data.crop", even=True)
+        require(crop % 4 == 0, "data.crop", "a multiple of 4 (the network halves the packed raw twice)", crop)
+        require_positive_int(batch_size, "data.batch_size")
+        require_positive_int(val_batch_size, "data.val_batch_size")
+        require(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", "an integer >= 0", num_workers)
+        self.train_factory, self.val_factory = train, val
+        self.scale, self.crop = scale, crop
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_seed = val_seed
+        self.degradation = degradation
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self.train_factory(scale=self.scale, crop=self.crop)
+        if self.val_set is None:
+            self.val_set = self.val_factory(scale=self.scale, crop=self.crop)
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def degrade(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        """Return a network-ready batch: simulate the camera on ``batch`` unless it is already degraded."""
+        if all(key in batch for key in DEGRADED_KEYS):
+            return batch
+        if self.degradation is None:
+            raise ValueError("this data source yields HR linear crops, but no degradation was configured")
+        index = batch["index"]
+        if training:
+            seeds = torch.randint(2**62, index.shape, dtype=torch.int64)
+        else:
+            seeds = index.to("cpu", torch.int64) + self.val_seed
+        out = self.degradation(batch, seeds)
+        out["index"] = index
+        return out
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        training = bool(trainer is not None and trainer.training)
+        return self.degrade(batch, training=training)

@@ -1,0 +1,124 @@
+"""Embedded demo data: the colour photographs that scikit-image ships, unprocessed into linear camera RGB.
+
+Nothing is downloaded. Each sRGB photograph is turned into linear camera RGB by the inverse camera pipeline
+(:func:`rawsr.degradation.isp.unprocess`, Brooks et al. 2019) with white-balance gains and a colour matrix sampled
+per crop, so that the simulation sees the same kind of input as it does from a real camera. The train/validation
+split is fixed by image: no validation photograph is ever seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rawsr.config import require, require_choice, require_positive_int
+from rawsr.degradation.isp import sample_camera, unprocess
+
+#: Photographs used for training and validation (names of ``skimage.data`` functions).
+TRAIN_IMAGES = (
+    "astronaut",
+    "rocket",
+    "retina",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
+    "stereo_motorcycle",
+)
+VAL_IMAGES = ("chelsea", "coffee")
+
+
+def load_skimage(name: str) -> np.ndarray:
+    """Return ``skimage.data.<name>()`` as float32 sRGB ``(H, W, 3)`` in [0, 1] (left view for stereo pairs)."""
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    require(callable(loader), "data.train.images", "names of scikit-image sample images", name)
+    image = loader()
+    if isinstance(image, tuple):  # stereo pairs: keep the left view
+        image = image[0]
+    require(image.ndim == 3 and image.shape[2] >= 3, "data.train.images", "colour images", name)
+    return image[..., :3].astype(np.float32) / 255.0
+
+
+class DemoImages(Dataset):
+    """Linear camera-RGB crops of the embedded photographs, ready for the imaging-process simulation.
+
+    Args:
+        split: ``"train"`` (random crops, ``samples_per_epoch`` of them) or ``"val"`` (fixed centre crops).
+        scale: super-resolution factor; HR crops have side ``scale * crop``.
+        crop: LR crop side (the network's tile), even.
+        images: photograph names; defaults to :data:`TRAIN_IMAGES` or :data:`VAL_IMAGES` by split.
+        samples_per_epoch: length of the training set (crops are drawn at random each time).
+        val_crops: side of the fixed validation crops in LR pixels (a multiple of 4, at least ``crop``);
+            validation then exercises the overlapping-tile inference.
+        tone: whether the unprocessing inverts a tone curve as well (project default: no).
+
+    Each item is ``{"hr_linear": (3, S, S), "wb": (3,), "ccm": (3, 3), "index": int}`` with ``S = scale * crop`` for
+    training and ``S = scale * val_crops`` for validation. Validation items are identical at every call.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        scale: int,
+        crop: int,
+        images: Sequence[str] | None = None,
+        samples_per_epoch: int = 512,
+        val_crops: int = 128,
+        tone: bool = False,
+    ) -> None:
+        require_choice(split, "data.<split>.split", ("train", "val"))
+        require_positive_int(scale, "data.scale")
+        require_positive_int(crop, "data.crop", even=True)
+        require_positive_int(samples_per_epoch, "data.train.samples_per_epoch")
+        require(
+            isinstance(val_crops, int) and val_crops >= crop and val_crops % 4 == 0,
+            "data.val.val_crops",
+            f"a multiple of 4 no smaller than data.crop={crop}",
+            val_crops,
+        )
+        self.split, self.scale, self.crop = split, scale, crop
+        self.samples_per_epoch, self.tone = samples_per_epoch, tone
+        names = tuple(images) if images is not None else (TRAIN_IMAGES if split == "train" else VAL_IMAGES)
+        require(len(names) > 0, f"data.{split}.images", "at least one image name", names)
+        side = scale * (crop if split == "train" else val_crops)
+        self.side = side
+        self.images = []
+        for name in names:
+            image = torch.from_numpy(load_skimage(name)).permute(2, 0, 1).contiguous()
+            require(
+                min(image.shape[1:]) >= side,
+                f"data.{split}.images",
+                f"images at least {side} px on each side (scale * crop)",
+                f"{name} of size {tuple(image.shape[1:])}",
+            )
+            self.images.append(image)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.split == "train" else len(self.images)
+
+    def _crop(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """Return an sRGB crop ``(3, side, side)``: random for training, centred for validation."""
+        if self.split == "train":
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            top = int(torch.randint(image.shape[1] - self.side + 1, (1,), generator=generator))
+            left = int(torch.randint(image.shape[2] - self.side + 1, (1,), generator=generator))
+        else:
+            image = self.images[index]
+            top = (image.shape[1] - self.side) // 2
+            left = (image.shape[2] - self.side) // 2
+        return image[:, top : top + self.side, left : left + self.side]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        generator = torch.Generator()
+        if self.split == "train":
+            generator.manual_seed(int(torch.randint(2**62, (1,))))  # follows the worker's seeded global RNG
+        else:
+            generator.manual_seed(index)  # fixed camera for each validation image
+        srgb = self._crop(index, generator)
+        wb, ccm = sample_camera(generator, 1, srgb.device, srgb.dtype)
+        linear = unprocess(srgb[None], wb, ccm, tone=self.tone)[0]
+        return {"hr_linear": linear.contiguous(), "wb": wb[0], "ccm": ccm[0], "index": index}

@@ -1,0 +1,66 @@
+"""Every config composes, and bad values are refused with a message naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from rawsr.config import ConfigError, config_dir
+from rawsr.train import check_data_paths, instantiate_all
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+PAPER = {"x2_blind": (2, 256), "x4_blind": (4, 128), "x2_nonblind": (2, 256), "x4_nonblind": (4, 128)}
+
+
+def test_experiments_exist():
+    assert set(PAPER) | {"demo", "demo_long"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_resolves(compose_train, experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert container["model"]["net"]["scale"] == "${data.scale}"
+    # Everything but the dataset paths the user must give resolves.
+    for group in ("model", "trainer", "callbacks", "degradation"):
+        OmegaConf.to_container(cfg[group], resolve=True)
+    assert cfg.model.net.scale == cfg.data.scale and cfg.model.tile == cfg.data.crop
+
+
+@pytest.mark.parametrize("experiment,expected", sorted(PAPER.items()))
+def test_paper_recipe(compose_train, experiment, expected):
+    cfg = compose_train(f"experiment={experiment}")
+    scale, crop = expected
+    assert (cfg.data.scale, cfg.data.crop, cfg.data.scale * cfg.data.crop) == (scale, crop, 512)
+    assert cfg.data.batch_size == 6 and cfg.trainer.max_epochs == 41
+    assert cfg.model.optimizer.lr == pytest.approx(2e-4)
+    assert (cfg.model.net.width, cfg.model.net.growth, cfg.model.net.dense_layers) == (128, 16, 8)
+    assert cfg.run_name == experiment
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_paper_experiment_without_dataset_stops_naming_the_key(compose_train, experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    with pytest.raises(ConfigError, match=r"data\.\w+(\.\w+)?"):
+        check_data_paths(cfg.data)
+
+
+def test_missing_dataset_path_is_named(compose_train, tmp_path):
+    cfg = compose_train("experiment=x4_blind", "data=rawsr_release", f"data.root={tmp_path / 'nowhere'}")
+    with pytest.raises(ConfigError, match="data.root.*nowhere"):
+        check_data_paths(cfg.data)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("data.crop=-64", "data.crop"),
+        ("data.crop=30", "data.crop"),
+        ("data.scale=5", "data.scale"),
+        ("data.batch_size=0", "data.batch_size"),
+    ],
+)
+def test_bad_value_is_refused_naming_the_key(compose_train, override, key):
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        instantiate_all(cfg)
