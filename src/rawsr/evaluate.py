@@ -1,0 +1,175 @@
+"""``python -m rawsr.evaluate ckpt_path=...``: score checkpoints on the validation images.
+
+The paper's protocol: inference in overlapping tiles of the training crop with half-tile stride, overlaps
+averaged, output clipped to [0, 1]; PSNR over full RGB with no border crop, SSIM (11x11 Gaussian, sigma 1.5),
+each averaged over images. ``protocol=basicsr`` scores the Y channel with a border crop of the scale instead.
+Every table has a ``bicubic`` row (the LR reference upsampled) scored on the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, open_dict
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from rawsr.config import ConfigError, config_dir, instantiate, require_choice
+from rawsr.imageio import atomic_path, write_image
+
+log = logging.getLogger("rawsr.evaluate")
+
+PROTOCOLS = ("paper", "basicsr")
+
+
+def luma_bt601(rgb: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` sRGB in [0, 1] -> ``(B, 1, H, W)`` studio-range Y in [16/255, 235/255].
+
+    The convention of BasicSR and MATLAB's ``rgb2ycbcr``: ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255``.
+    """
+    weights = rgb.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1)
+    return (16.0 + (rgb * weights).sum(1, keepdim=True)) / 255.0
+
+
+def score(prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: str = "paper") -> dict[str, float]:
+    """PSNR and SSIM of one image pair ``(1, 3, H, W)`` in [0, 1] under ``protocol``."""
+    prediction, target = prediction.float().clamp(0, 1), target.float().clamp(0, 1)
+    if protocol == "basicsr":
+        prediction, target = luma_bt601(prediction), luma_bt601(target)
+        crop = (slice(None), slice(None), slice(scale, -scale), slice(scale, -scale))
+        prediction, target = prediction[crop], target[crop]
+    psnr = peak_signal_noise_ratio(prediction, target, data_range=1.0, dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(prediction, target, data_range=1.0)
+    return {"psnr": float(psnr), "ssim": float(ssim)}
+
+
+def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
+    """Write ``rows`` to ``path`` whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    """Write ``image (1, 3, H, W)`` in [0, 1] as an 8-bit PNG, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
+
+
+def _model_name(path: str, taken: Iterable[str]) -> str:
+    """A short row label for a checkpoint: its run folder and file name, unique in ``taken``."""
+    p = Path(path)
+    name = f"{p.parent.parent.name}/{p.stem}" if p.parent.name == "checkpoints" else p.stem
+    base, i = name, 1
+    while name in taken:
+        i += 1
+        name = f"{base}#{i}"
+    return name
+
+
+def evaluate(cfg: DictConfig) -> list[dict]:
+    """Score ``cfg.ckpt_path`` (and ``cfg.compare``) plus bicubic on the validation images.
+
+    Returns the summary rows ``{"model", "images", "psnr", "ssim"}``; writes ``per_image.csv`` and
+    ``summary.csv`` to the run folder (and images when ``save_images``).
+    """
+
+    from rawsr.module import load_checkpoint
+
+    require_choice(cfg.protocol, "protocol", PROTOCOLS)
+    require_choice(cfg.blend, "blend", ("mean", "linear"))
+    require_choice(cfg.device, "device", ("auto", "cpu", "cuda"))
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if cfg.device == "auto" else cfg.device)
+    paths = [cfg.ckpt_path, *cfg.compare]
+    modules = {}
+    for path in paths:
+        try:
+            module = load_checkpoint(path, map_location=device)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+        modules[_model_name(path, modules)] = module
+    first = next(iter(modules.values()))
+    for name, module in modules.items():
+        if (module.scale, module.tile) != (first.scale, first.tile):
+            raise ConfigError(
+                f"compare: {name} is x{module.scale} with tile {module.tile}, but ckpt_path is "
+                f"x{first.scale} with tile {first.tile}; tables compare models on the same images"
+            )
+
+    from rawsr.train import check_data_paths
+
+    check_data_paths(cfg.data)
+    with open_dict(cfg):  # the checkpoint decides the scale and the tile
+        cfg.data.scale, cfg.data.crop = first.scale, first.tile
+        cfg.data.num_workers = min(cfg.data.num_workers, 2)
+    datamodule = instantiate(cfg.data)
+    if cfg.get("degradation"):
+        datamodule.degradation = instantiate(cfg.degradation)
+    datamodule.setup("validate")
+    out_dir = Path(cfg.paths.output_dir)
+    per_image: list[dict] = []
+    from tqdm import tqdm
+
+    loader = datamodule.val_dataloader()
+    total = len(loader) if cfg.limit is None else min(cfg.limit, len(loader))
+    for i, batch in enumerate(tqdm(loader, total=total, desc="images", disable=None)):
+        if cfg.limit is not None and i >= cfg.limit:
+            break
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = datamodule.degrade(batch, training=False)
+        target = batch["hr_srgb"]
+        image_id = int(batch["index"][0])
+        outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
+        for name, module in modules.items():
+            outputs[name] = module.super_resolve(batch, blend=cfg.blend)
+        for name, output in outputs.items():
+            per_image.append({"model": name, "image": image_id, **score(output, target, first.scale, cfg.protocol)})
+            if cfg.save_images:
+                _save_png(out_dir / "images" / name.replace("/", "_") / f"{image_id:04d}.png", output.clamp(0, 1))
+    if not per_image:
+        raise ConfigError("limit: no validation image was scored")
+
+    summary = []
+    for name in ["bicubic", *modules]:
+        rows = [r for r in per_image if r["model"] == name]
+        summary.append(
+            {
+                "model": name,
+                "images": len(rows),
+                "psnr": sum(r["psnr"] for r in rows) / len(rows),
+                "ssim": sum(r["ssim"] for r in rows) / len(rows),
+            }
+        )
+    _write_csv(out_dir / "per_image.csv", per_image, ["model", "image", "psnr", "ssim"])
+    _write_csv(out_dir / "summary.csv", summary, ["model", "images", "psnr", "ssim"])
+    _print_table(summary, cfg.protocol, out_dir)
+    return summary
+
+
+def _print_table(summary: Sequence[dict], protocol: str, out_dir: Path) -> None:
+    width = max(len(r["model"]) for r in summary)
+    lines = [f"{'model':<{width}}  images  PSNR (dB)  SSIM    [{protocol} protocol]"]
+    lines += [f"{r['model']:<{width}}  {r['images']:>6}  {r['psnr']:>9.3f}  {r['ssim']:.4f}" for r in summary]
+    print("\n".join(lines))
+    print(f"tables: {out_dir / 'summary.csv'} and {out_dir / 'per_image.csv'}")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except ConfigError as error:
+        log.error("%s", error)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

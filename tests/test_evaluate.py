@@ -1,0 +1,121 @@
+"""``rawsr.evaluate``: the table's numbers equal an independent NumPy computation; protocols; failure paths."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rawsr.config import ConfigError
+from rawsr.evaluate import evaluate, luma_bt601, score
+from rawsr.module import RawSRModule, load_checkpoint
+
+NARROW = {"scale": 2, "width": 16, "growth": 8, "dense_layers": 2}
+
+
+def save_checkpoint(path: Path, seed: int = 0, **net) -> Path:
+    """A checkpoint as ``rawsr.train`` writes it: Lightning's state_dict and plain hyper-parameters."""
+    torch.manual_seed(seed)
+    module = RawSRModule(net={**NARROW, **net}, tile=32)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def numpy_psnr(prediction: np.ndarray, target: np.ndarray) -> float:
+    mse = np.mean((np.clip(prediction, 0, 1).astype(np.float64) - target.astype(np.float64)) ** 2)
+    return float(10 * np.log10(1.0 / mse))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def demo_eval_cfg(compose_train, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "a.ckpt")
+
+    def make(*overrides: str):
+        return compose_train(
+            f"ckpt_path={ckpt}", "data.num_workers=0", "data.val.val_crops=64", *overrides, config_name="evaluate"
+        )
+
+    return make, ckpt
+
+
+def test_table_matches_independent_psnr(demo_eval_cfg):
+    make, ckpt = demo_eval_cfg
+    cfg = make()
+    summary = evaluate(cfg)
+    assert [row["model"] for row in summary] == ["bicubic", "a"]
+
+    # Recompute every number from scratch: the same fixed validation images, PSNR in NumPy, mean over images.
+    from rawsr.config import instantiate
+
+    module = load_checkpoint(ckpt)
+    datamodule = instantiate(cfg.data)
+    datamodule.degradation = instantiate(cfg.degradation)
+    datamodule.setup("validate")
+    model_psnr, bicubic_psnr = [], []
+    for batch in datamodule.val_dataloader():
+        batch = datamodule.degrade(batch, training=False)
+        target = batch["hr_srgb"][0].permute(1, 2, 0).numpy()
+        output = module.super_resolve(batch, blend="mean")[0].permute(1, 2, 0).numpy()
+        bicubic = F.interpolate(batch["lr_ref"], scale_factor=2, mode="bicubic")[0].permute(1, 2, 0).numpy()
+        model_psnr.append(numpy_psnr(output, target))
+        bicubic_psnr.append(numpy_psnr(bicubic, target))
+    assert len(model_psnr) == summary[1]["images"] == 2
+    assert summary[1]["psnr"] == pytest.approx(np.mean(model_psnr), abs=1e-4)
+    assert summary[0]["psnr"] == pytest.approx(np.mean(bicubic_psnr), abs=1e-4)
+
+    out = Path(cfg.paths.output_dir)
+    rows = read_csv(out / "per_image.csv")
+    assert len(rows) == 4 and {r["model"] for r in rows} == {"bicubic", "a"}
+    assert [float(r["psnr"]) for r in read_csv(out / "summary.csv")] == pytest.approx(
+        [summary[0]["psnr"], summary[1]["psnr"]], abs=1e-6
+    )
+
+
+def test_compare_limit_and_images(demo_eval_cfg, tmp_path):
+    make, _ = demo_eval_cfg
+    other = save_checkpoint(tmp_path / "b.ckpt", seed=1)
+    cfg = make(f"compare=[{other}]", "limit=1", "save_images=true")
+    summary = evaluate(cfg)
+    assert [row["model"] for row in summary] == ["bicubic", "a", "b"]
+    assert all(row["images"] == 1 for row in summary)
+    assert summary[1]["psnr"] != summary[2]["psnr"]  # two different networks
+    images = sorted(p.relative_to(cfg.paths.output_dir).as_posix() for p in Path(cfg.paths.output_dir).rglob("*.png"))
+    assert images == ["images/a/0000.png", "images/b/0000.png", "images/bicubic/0000.png"]
+
+
+def test_basicsr_protocol_is_y_channel_with_border_crop():
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 40, 40)
+    prediction = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    prediction[..., :2, :] = 0  # damage only the border that BasicSR crops at x2
+    y_p, y_t = luma_bt601(prediction)[..., 2:-2, 2:-2], luma_bt601(target)[..., 2:-2, 2:-2]
+    expected = numpy_psnr(y_p.numpy(), y_t.numpy())
+    assert score(prediction, target, 2, "basicsr")["psnr"] == pytest.approx(expected, abs=1e-4)
+    assert score(prediction, target, 2, "paper")["psnr"] < expected - 1  # the damaged rows count there
+    # Studio-range luma of white and black.
+    assert luma_bt601(torch.ones(1, 3, 1, 1)).item() == pytest.approx(235 / 255, abs=1e-4)
+    assert luma_bt601(torch.zeros(1, 3, 1, 1)).item() == pytest.approx(16 / 255)
+
+
+def test_bad_inputs_name_the_key(demo_eval_cfg, tmp_path):
+    make, _ = demo_eval_cfg
+    with pytest.raises(ConfigError, match="ckpt_path.*missing.ckpt"):
+        evaluate(make(f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="ckpt_path.*junk.ckpt"):
+        evaluate(make(f"ckpt_path={junk}"))
+    with pytest.raises(ConfigError, match="protocol"):
+        evaluate(make("protocol=y"))
+    x4 = save_checkpoint(tmp_path / "x4.ckpt", scale=4)
+    with pytest.raises(ConfigError, match="compare.*x4"):
+        evaluate(make(f"compare=[{x4}]"))
