@@ -1,0 +1,194 @@
+"""The camera pipeline, forward (render) and inverse (unprocess), after Brooks et al., "Unprocessing Images for
+Learned Raw Denoising", CVPR 2019.
+
+Forward: linear camera RGB -> white-balance gains -> colour-correction matrix (camera RGB to linear sRGB) ->
+clip to [0, 1] -> optional smoothstep tone curve -> sRGB OETF. :func:`render_srgb` is the one renderer used for
+targets, the LR reference, ablations and previews; :func:`unprocess` is its exact inverse on in-gamut pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.color import CFA, linear_rgb_to_rgb, raw_to_rgb, rgb_to_linear_rgb
+
+from .mosaic import check_image
+
+# XYZ -> camera matrices of four cameras, as published with Brooks et al.'s unprocessing code (their
+# ``random_ccm``); the first is the Canon EOS 5D Mark II's. Row = camera channel.
+XYZ2CAMS = (
+    ((1.0234, -0.2969, -0.2266), (-0.5625, 1.6328, -0.0469), (-0.0703, 0.2188, 0.6406)),
+    ((0.4913, -0.0541, -0.0202), (-0.6130, 1.3513, 0.2906), (-0.1564, 0.2151, 0.7183)),
+    ((0.8380, -0.2630, -0.0639), (-0.2887, 1.0725, 0.2496), (-0.0627, 0.1427, 0.5438)),
+    ((0.6596, -0.2079, -0.0562), (-0.4782, 1.3016, 0.1933), (-0.0970, 0.1581, 0.5181)),
+)
+# Linear sRGB (D65) -> XYZ.
+RGB2XYZ = (
+    (0.4124564, 0.3575761, 0.1804375),
+    (0.2126729, 0.7151522, 0.0721750),
+    (0.0193339, 0.1191920, 0.9503041),
+)
+# Brooks et al.'s white-balance priors: red and blue gains, green fixed at 1.
+RED_GAIN_RANGE = (1.9, 2.4)
+BLUE_GAIN_RANGE = (1.5, 1.9)
+
+
+def _check_params(x: torch.Tensor, wb: torch.Tensor | None, ccm: torch.Tensor | None, name: str) -> None:
+    check_image(x, 3, name, even=False)
+    batch = x.shape[0]
+    if wb is not None and tuple(wb.shape) != (batch, 3):
+        raise ValueError(f"{name}: expected wb of shape ({batch}, 3), got {tuple(wb.shape)}")
+    if ccm is not None and tuple(ccm.shape) != (batch, 3, 3):
+        raise ValueError(f"{name}: expected ccm of shape ({batch}, 3, 3), got {tuple(ccm.shape)}")
+
+
+def apply_gains(x: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """White-balance camera RGB.
+
+    Args:
+        x: ``(B, 3, H, W)`` linear camera RGB.
+        wb: ``(B, 3)`` gains (R, G, B) with G = 1.
+
+    Returns:
+        ``(B, 3, H, W)`` white-balanced camera RGB, ``x * wb``.
+    """
+    _check_params(x, wb, None, "apply_gains")
+    return x * wb.to(x)[:, :, None, None]
+
+
+def apply_ccm(x: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+    """Apply a per-sample 3x3 colour matrix to every pixel.
+
+    Args:
+        x: ``(B, 3, H, W)`` white-balanced camera RGB.
+        ccm: ``(B, 3, 3)`` camera RGB -> linear sRGB; row = output channel, rows sum to 1.
+
+    Returns:
+        ``(B, 3, H, W)`` linear sRGB (unclipped).
+    """
+    _check_params(x, None, ccm, "apply_ccm")
+    return torch.einsum("bij,bjhw->bihw", ccm.to(x), x)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """sRGB OETF (IEC 61966-2-1) on values clipped to [0, 1].
+
+    Args:
+        x: ``(B, 3, H, W)`` linear RGB.
+
+    Returns:
+        ``(B, 3, H, W)`` sRGB in [0, 1].
+    """
+    return linear_rgb_to_rgb(x.clamp(0.0, 1.0))
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """Inverse sRGB OETF on values clipped to [0, 1].
+
+    Args:
+        x: ``(B, 3, H, W)`` sRGB.
+
+    Returns:
+        ``(B, 3, H, W)`` linear RGB in [0, 1].
+    """
+    return rgb_to_linear_rgb(x.clamp(0.0, 1.0))
+
+
+def tone_map(x: torch.Tensor) -> torch.Tensor:
+    """Smoothstep tone curve ``3x^2 - 2x^3`` on values clipped to [0, 1]; any shape."""
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def inverse_tone_map(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`tone_map`, ``0.5 - sin(asin(1 - 2y) / 3)``, on values clipped to [0, 1]; any shape."""
+    y = y.clamp(0.0, 1.0)
+    return 0.5 - torch.sin(torch.asin(1.0 - 2.0 * y) / 3.0)
+
+
+def render_srgb(linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, tone: bool = False) -> torch.Tensor:
+    """Render linear camera RGB to display sRGB: gains, CCM, clip to [0, 1], optional tone curve, OETF.
+
+    Args:
+        linear_cam: ``(B, 3, H, W)`` linear camera RGB (not white-balanced).
+        wb: ``(B, 3)`` white-balance gains.
+        ccm: ``(B, 3, 3)`` camera RGB -> linear sRGB.
+        tone: apply the smoothstep tone curve before the OETF.
+
+    Returns:
+        ``(B, 3, H, W)`` sRGB in [0, 1].
+    """
+    _check_params(linear_cam, wb, ccm, "render_srgb")
+    # ccm @ diag(wb): gains and colour matrix in one pass over the pixels.
+    lin = apply_ccm(linear_cam, ccm.to(linear_cam) * wb.to(linear_cam)[:, None, :]).clamp(0.0, 1.0)
+    if tone:
+        lin = tone_map(lin)
+    return linear_rgb_to_rgb(lin)
+
+
+def unprocess(srgb: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, tone: bool = False) -> torch.Tensor:
+    """Invert :func:`render_srgb`: inverse OETF, optional inverse tone curve, inverse CCM, inverse gains.
+
+    ``render_srgb(unprocess(x)) == x`` for every x in [0, 1]; ``unprocess(render_srgb(c)) == c`` wherever the
+    rendered linear sRGB of c was in [0, 1] (in gamut).
+
+    Args:
+        srgb: ``(B, 3, H, W)`` sRGB in [0, 1].
+        wb: ``(B, 3)`` white-balance gains.
+        ccm: ``(B, 3, 3)`` camera RGB -> linear sRGB.
+        tone: the image was rendered with the tone curve.
+
+    Returns:
+        ``(B, 3, H, W)`` linear camera RGB (may leave [0, 1] for colours outside the camera's gamut).
+    """
+    _check_params(srgb, wb, ccm, "unprocess")
+    lin = srgb_to_linear(srgb)
+    if tone:
+        lin = inverse_tone_map(lin)
+    inv_ccm = torch.linalg.inv(ccm.to(device=srgb.device, dtype=torch.float64)).to(srgb.dtype)
+    return apply_ccm(lin, inv_ccm) / wb.to(srgb)[:, :, None, None]
+
+
+def sample_camera(
+    generator: torch.Generator, batch: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw white balance and colour matrix from Brooks et al.'s priors.
+
+    Red gain ~ U(1.9, 2.4), blue gain ~ U(1.5, 1.9), green 1. The CCM is the inverse of a random convex
+    combination of :data:`XYZ2CAMS` times :data:`RGB2XYZ`, each row of that sRGB -> camera matrix normalised to
+    sum 1, so the CCM's rows also sum to 1 (white stays white).
+
+    Args:
+        generator: random source; its device is where the numbers are drawn.
+        batch: number of samples B.
+        device, dtype: of the returned tensors.
+
+    Returns:
+        ``wb (B, 3)`` and ``ccm (B, 3, 3)`` (camera RGB -> linear sRGB).
+    """
+    gen_device = generator.device
+    u = torch.rand(batch, 2, generator=generator, device=gen_device, dtype=torch.float64)
+    red = RED_GAIN_RANGE[0] + (RED_GAIN_RANGE[1] - RED_GAIN_RANGE[0]) * u[:, 0]
+    blue = BLUE_GAIN_RANGE[0] + (BLUE_GAIN_RANGE[1] - BLUE_GAIN_RANGE[0]) * u[:, 1]
+    wb = torch.stack([red, torch.ones_like(red), blue], dim=1)
+
+    weights = torch.rand(batch, len(XYZ2CAMS), generator=generator, device=gen_device, dtype=torch.float64)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    xyz2cams = torch.tensor(XYZ2CAMS, device=gen_device, dtype=torch.float64)
+    xyz2cam = torch.einsum("bn,nij->bij", weights, xyz2cams)
+    rgb2cam = xyz2cam @ torch.tensor(RGB2XYZ, device=gen_device, dtype=torch.float64)
+    rgb2cam = rgb2cam / rgb2cam.sum(dim=2, keepdim=True)
+    ccm = torch.linalg.inv(rgb2cam)
+    return wb.to(device=device, dtype=dtype), ccm.to(device=device, dtype=dtype)
+
+
+def demosaic(mosaic: torch.Tensor) -> torch.Tensor:
+    """Bilinear demosaic of an RGGB mosaic (kornia; in OpenCV naming an RGGB sensor is ``CFA.BG``).
+
+    Args:
+        mosaic: ``(B, 1, H, W)`` RGGB mosaic, H and W even.
+
+    Returns:
+        ``(B, 3, H, W)`` camera RGB.
+    """
+    check_image(mosaic, 1, "demosaic")
+    return raw_to_rgb(mosaic, CFA.BG)

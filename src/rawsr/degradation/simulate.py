@@ -1,0 +1,182 @@
+"""The imaging-process simulation that turns HR linear images into rawSR training inputs.
+
+rawSR's degradation (Xu et al., TPAMI 2021): ``X_raw = f_Bayer(f_down(X_lin ⊛ k_def ⊛ k_mot)) + n`` with
+heteroscedastic Gaussian noise ``n`` on the linear mosaic, plus an LR colour reference rendered from the
+degraded raw through the same camera pipeline as the ground truth. :class:`Degradation` runs it batched on
+whatever device the batch is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from kornia.enhance import jpeg_codec_differentiable
+
+from rawsr.config import require, require_choice
+
+from .isp import demosaic, render_srgb
+from .kernels import (
+    DOWNSAMPLE_MODES,
+    KernelSampler,
+    blur_downsample,
+    draw_uniforms,
+    lerp_range,
+    require_bool,
+    require_keys,
+    require_range,
+)
+from .mosaic import mosaic_rggb
+from .noise import NoiseSampler, add_noise, quantise
+
+REFERENCE_SOURCES = ("degraded", "clean")
+
+
+def _plain(cfg: Any) -> Any:
+    """Turn (possibly OmegaConf) mappings and lists into plain dicts and lists."""
+    if isinstance(cfg, Mapping):
+        return {k: _plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, Sequence) and not isinstance(cfg, str):
+        return [_plain(v) for v in cfg]
+    return cfg
+
+
+def _require_bits(value: Any, key: str, optional: bool) -> int | None:
+    if optional and value is None:
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
+    require(ok, key, "an integer bit depth in [1, 16]" + (" or null" if optional else ""), value)
+    return value
+
+
+class Degradation:
+    """Batched, seeded rawSR imaging-process simulation.
+
+    Args:
+        scale: super-resolution factor s.
+        kernel: ``degradation.kernel`` config, see :class:`rawsr.degradation.kernels.KernelSampler`.
+        noise: ``degradation.noise`` config, see :class:`rawsr.degradation.noise.NoiseSampler`.
+        downsample: ``area`` (mean of s x s blocks, aligned with pixel-shuffle upsampling), ``stride`` (top-left
+            pixel of each block) or ``bicubic`` (antialiased).
+        bits: sensor bit depth the noisy mosaic is quantised to (null: no quantisation).
+        clip: clip the noisy mosaic to [0, 1].
+        reference: LR colour reference settings: ``source`` (``degraded``: demosaic of the noisy mosaic, as at
+            real-image test time; ``clean``: the blurred, downsampled linear image before mosaicking and noise),
+            ``bits`` (quantisation of the rendered reference, default 8), ``jpeg`` (null, or a ``[low, high]``
+            quality range drawn per image for JPEG compression).
+        tone: apply the smoothstep tone curve when rendering the target and the reference.
+
+    Calling it with ``batch`` and ``seeds`` returns a new dict (all fp32, on the batch's device):
+
+    - ``lr_raw (B, 1, H, W)``: noisy RGGB mosaic, linear camera raw, not white-balanced;
+    - ``lr_ref (B, 3, H, W)``: LR sRGB colour reference;
+    - ``hr_srgb (B, 3, sH, sW)``: ``render_srgb(hr_linear, wb, ccm, tone)``, the target;
+    - ``hr_linear``, ``wb``, ``ccm``: the inputs (fp32);
+    - ``kernel (B, k, k)``, ``shot (B,)``, ``read (B,)``: what was sampled.
+
+    Sample i's random draws come only from a generator seeded with ``seeds[i]`` on the batch's device, so its
+    output does not depend on the other samples or its position in the batch: bit for bit on the CPU; on CUDA
+    the draws are identical and the values agree to float rounding (cuBLAS/cuDNN choose algorithms by batch
+    shape, which can flip a rare quantisation step). The same seed gives different draws on CPU and CUDA
+    (different generators), with the same statistics.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        kernel: dict,
+        noise: dict,
+        downsample: str = "area",
+        bits: int | None = 12,
+        clip: bool = True,
+        reference: dict | None = None,
+        tone: bool = False,
+    ):
+        require(
+            isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1,
+            "degradation.scale",
+            "a positive integer",
+            scale,
+        )
+        self.scale = scale
+        self.kernels = KernelSampler(_plain(kernel), "degradation.kernel")
+        self.noise = NoiseSampler(_plain(noise), "degradation.noise")
+        require_choice(downsample, "degradation.downsample", DOWNSAMPLE_MODES)
+        self.downsample = downsample
+        self.bits = _require_bits(bits, "degradation.bits", optional=True)
+        self.clip = require_bool(clip, "degradation.clip")
+        self.tone = require_bool(tone, "degradation.tone")
+        ref = require_keys(_plain(reference) or {}, "degradation.reference", ("source", "bits", "jpeg"))
+        self.ref_source = ref.get("source", "degraded")
+        require_choice(self.ref_source, "degradation.reference.source", REFERENCE_SOURCES)
+        self.ref_bits = _require_bits(ref.get("bits", 8), "degradation.reference.bits", optional=False)
+        jpeg = ref.get("jpeg")
+        self.jpeg = None if jpeg is None else require_range(jpeg, "degradation.reference.jpeg", 1.0, 100.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"Degradation(scale={self.scale}, kernel={self.kernels.mode}/{self.kernels.size}, "
+            f"downsample={self.downsample}, bits={self.bits}, clip={self.clip}, tone={self.tone}, "
+            f"reference={self.ref_source}/{self.ref_bits}/jpeg={self.jpeg})"
+        )
+
+    def _check_batch(self, batch: Mapping, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        for name in ("hr_linear", "wb", "ccm"):
+            if name not in batch:
+                raise KeyError(f"Degradation: batch['{name}'] is missing (expected hr_linear, wb, ccm)")
+        hr, wb, ccm = batch["hr_linear"], batch["wb"], batch["ccm"]
+        multiple = 2 * self.scale
+        if hr.ndim != 4 or hr.shape[1] != 3 or hr.shape[-2] % multiple or hr.shape[-1] % multiple:
+            raise ValueError(
+                f"Degradation: batch['hr_linear'] must be (B, 3, sH, sW) with sH and sW multiples of "
+                f"2 * scale = {multiple}, got {tuple(hr.shape)}"
+            )
+        b = hr.shape[0]
+        if tuple(wb.shape) != (b, 3) or tuple(ccm.shape) != (b, 3, 3):
+            raise ValueError(
+                f"Degradation: expected batch['wb'] ({b}, 3) and batch['ccm'] ({b}, 3, 3), got "
+                f"{tuple(wb.shape)} and {tuple(ccm.shape)}"
+            )
+        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (b,) or seeds.is_floating_point():
+            shape = tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__
+            raise ValueError(f"Degradation: seeds must be an integer tensor of shape ({b},), got {shape}")
+        return hr, wb.to(hr.device), ccm.to(hr.device)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, seeds: torch.Tensor) -> dict:
+        """Degrade a batch; see the class docstring for the keys. ``seeds``: ``(B,)`` int64, one per sample."""
+        hr, wb, ccm = self._check_batch(batch, seeds)
+        device = hr.device
+        generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds.tolist()]
+        with torch.autocast(device_type=device.type, enabled=False):
+            hr, wb, ccm = hr.float(), wb.float(), ccm.float()
+            n_k, n_n = self.kernels.n_uniforms, self.noise.n_uniforms
+            u = draw_uniforms(generators, n_k + n_n + 1)
+            kernel = self.kernels.from_uniforms(u[:, :n_k])
+            shot, read = self.noise.from_uniforms(u[:, n_k : n_k + n_n])
+
+            lr_linear = blur_downsample(hr, kernel, self.scale, self.downsample).clamp(0.0, 1.0)
+            raw = add_noise(mosaic_rggb(lr_linear), shot, read, generators)
+            if self.clip:
+                raw = raw.clamp(0.0, 1.0)
+            if self.bits is not None:
+                raw = quantise(raw, self.bits)
+
+            source = demosaic(raw) if self.ref_source == "degraded" else lr_linear
+            ref = quantise(render_srgb(source, wb, ccm, self.tone), self.ref_bits)
+            if self.jpeg is not None:
+                quality = lerp_range(u[:, -1], self.jpeg).round()
+                ref = quantise(jpeg_codec_differentiable(ref, quality).clamp(0.0, 1.0), self.ref_bits)
+
+            return {
+                "lr_raw": raw,
+                "lr_ref": ref,
+                "hr_srgb": render_srgb(hr, wb, ccm, self.tone),
+                "hr_linear": hr,
+                "wb": wb,
+                "ccm": ccm,
+                "kernel": kernel,
+                "shot": shot,
+                "read": read,
+            }
