@@ -32,7 +32,7 @@ def check_data_paths(data: DictConfig, prefix: str = "data") -> None:
         value = data[key]
         if isinstance(value, DictConfig):
             check_data_paths(value, value_key)
-        elif key in PATH_KEYS and value is not None and key != "cache_dir" and not Path(str(value)).exists():
+        elif key in PATH_KEYS and value is not None and not Path(str(value)).exists():
             raise ConfigError(f"config key '{value_key}': the path {value} does not exist")
 
 
@@ -73,13 +73,23 @@ def train(cfg: DictConfig) -> float | None:
 
     import lightning as L
 
+    from rawsr.callbacks import release_distributed
+    from rawsr.loggers import finish_loggers, log_run_config
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path="best")
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    failed = True
+    try:  # each job of a sweep ends its W&B run and its process group, whatever happens
+        log_run_config(trainer.loggers, cfg)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule, ckpt_path="best")
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        failed = False
+    finally:
+        finish_loggers(trainer.loggers, failed=failed)
+        release_distributed(trainer)
 
     if trainer.is_global_zero:
         checkpoint = trainer.checkpoint_callback

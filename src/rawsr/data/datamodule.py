@@ -26,6 +26,9 @@ class RawSRDataModule(L.LightningDataModule):
     Training samples draw fresh degradation seeds from the global torch RNG (seeded by ``seed_everything``);
     validation and test samples use ``val_seed + index``, so the validation set is the same at every epoch,
     on every device count, and in ``rawsr.evaluate``.
+
+    ``root`` and ``cache_dir`` are the dataset locations that the source configs interpolate (``${..root}``); the
+    data module only records them (``python -m rawsr.train`` checks that they exist before anything starts).
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class RawSRDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         val_seed: int = 20210201,
         degradation: Callable[[dict, torch.Tensor], dict] | None = None,
+        root: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         require(scale in (2, 3, 4), "data.scale", "2, 3 or 4", scale)
@@ -56,6 +61,7 @@ class RawSRDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_seed = val_seed
         self.degradation = degradation
+        self.root, self.cache_dir = root, cache_dir
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 

@@ -1,0 +1,347 @@
+"""Read a camera raw file into a normalised RGGB mosaic with its white balance and colour matrix.
+
+:func:`read_raw` decodes a file with LibRaw (``rawpy``) and returns a :class:`RawImage`:
+
+* ``mosaic``: float32 ``(H, W)``, the visible sensor area only (``raw_image_visible``, masked margins dropped),
+  black level subtracted per CFA channel and divided by ``white - black``. Negative values (noise below black)
+  are clipped to 0 and values above white to 1, so the mosaic lies in [0, 1]. The mosaic is aligned so that its
+  top-left 2x2 cell is R, G, G, B whatever the sensor's pattern: one row and/or one column is dropped for BGGR,
+  GRBG and GBRG sensors (no demosaicing or re-mosaicing), then H and W are trimmed to even sizes.
+* ``wb``: camera white-balance gains (R, G, B) with G = 1, from the file's as-shot white balance; when the file
+  has none (LibRaw reports -1 or 0), from LibRaw's daylight multipliers; failing both, a grey-world estimate on
+  the mosaic. ``wb_source`` says which.
+* ``ccm``: 3x3 matrix from white-balanced camera RGB to linear sRGB (D65) with rows summing to 1, built as
+  dcraw does: ``cam_from_srgb = xyz2cam @ srgb2xyz`` with rows normalised to sum 1, then inverted. ``xyz2cam``
+  is LibRaw's ``rgb_xyz_matrix``; for DNG files, where LibRaw leaves it at zero, LibRaw's ``color_matrix``
+  (camera to sRGB, already derived from the DNG's ColorMatrix) is used instead. ``ccm_source`` says which, or
+  ``"identity"`` when the file carries no usable colour matrix.
+
+Every failure is a :class:`RawReadError` whose message starts with the path. LibRaw's own messages on stderr are
+silenced while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Linear sRGB (D65) to CIE XYZ, IEC 61966-2-1.
+XYZ_FROM_SRGB = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+
+#: The four 2x2 Bayer layouts, read row by row, and the (row, column) of their red site.
+BAYER_RED_SITE = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TIFF_CAMERA_TAGS = {"make": 271, "model": 272, "dng_version": 50706, "unique_model": 50708}
+
+
+class RawReadError(Exception):
+    """A file could not be read as a Bayer camera raw file; the message is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # keep the two-argument constructor across process boundaries
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True, eq=False)
+class RawImage:
+    """A decoded camera raw file (see the module docstring for the conventions).
+
+    Attributes:
+        path: the file read.
+        mosaic: float32 ``(H, W)`` RGGB-aligned mosaic in [0, 1], H and W even.
+        cfa: the sensor's pattern at the top-left of its visible area, e.g. ``"GRBG"``.
+        origin: ``(row, column)`` of ``mosaic[0, 0]`` in the visible area (non-zero for non-RGGB sensors).
+        black_level: per-channel black levels in LibRaw's channel order ``(R, G, B, G2)``, in raw units.
+        white_level: the saturation level in raw units.
+        wb: float32 ``(3,)`` camera white-balance gains (R, G, B), G = 1.
+        wb_source: ``"camera"``, ``"daylight"`` or ``"grey_world"``.
+        ccm: float32 ``(3, 3)`` white-balanced camera RGB to linear sRGB, rows summing to 1.
+        ccm_source: ``"rgb_xyz_matrix"``, ``"color_matrix"`` or ``"identity"``.
+        camera: make and model from the file's TIFF tags, ``""`` when the container has none (e.g. CRW):
+            LibRaw's own make/model fields are not exposed by rawpy.
+    """
+
+    path: Path
+    mosaic: np.ndarray = field(repr=False)
+    cfa: str
+    origin: tuple[int, int]
+    black_level: tuple[float, float, float, float]
+    white_level: float
+    wb: np.ndarray
+    wb_source: str
+    ccm: np.ndarray
+    ccm_source: str
+    camera: str = ""
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to ``/dev/null`` for the duration (LibRaw prints there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _tiff_tags(path: Path) -> dict[str, str] | None:
+    """Return the camera-identifying tags of a TIFF container's first IFD, or ``None`` when it is not a TIFF."""
+    with open(path, "rb") as f:
+        if f.read(4) not in _TIFF_MAGICS:
+            return None
+    import tifffile
+
+    tiff_log = logging.getLogger("tifffile")  # tifffile logs every malformed tag it meets
+    level = tiff_log.level
+    tiff_log.setLevel(logging.CRITICAL + 1)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            return {
+                name: str(tags[code].value).strip("\x00 ") if code in tags else ""
+                for name, code in _TIFF_CAMERA_TAGS.items()
+            }
+    except Exception:  # a container tifffile cannot parse: nothing can be concluded from its tags
+        return None
+    finally:
+        tiff_log.setLevel(level)
+
+
+def _camera_name(tags: dict[str, str] | None) -> str:
+    if not tags:
+        return ""
+    make, model = tags["make"], tags["model"] or tags["unique_model"]
+    return model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+
+
+def is_plain_tiff(tags: dict[str, str] | None) -> bool:
+    """Whether TIFF tags describe an ordinary image rather than a camera raw file.
+
+    LibRaw accepts a plain 16-bit greyscale TIFF as if it were a Bayer raw. Every camera raw in a TIFF container
+    (DNG, NEF, CR2, ARW, PEF, ...) names its camera (Make/Model or UniqueCameraModel) or is a DNG (DNGVersion);
+    a TIFF with none of these tags is an ordinary image.
+    """
+    return tags is not None and not any(tags.values())
+
+
+def _bayer_pattern(raw) -> tuple[str, np.ndarray]:
+    """Return the 2x2 pattern at the top-left of the visible area, as letters and as LibRaw channel indices.
+
+    Returns:
+        ``(cfa, sites)``: e.g. ``("GRBG", [[1, 0], [2, 3]])``; ``sites`` indexes LibRaw's channels (R, G, B, G2).
+        ``raw_pattern`` is relative to the full sensor area in rawpy; the visible area starts at the margins.
+    """
+    pattern = raw.raw_pattern
+    colors = raw.color_desc.decode("ascii", "replace")
+    if pattern is None:
+        raise ValueError(
+            "no colour filter array: LibRaw reports a stacked or linear image "
+            "(Foveon, linear/demosaiced DNG, sRAW, or a YRGB/RGB file), not a Bayer mosaic"
+        )
+    if raw.num_colors == 1 or pattern.shape == (1, 1):
+        raise ValueError("monochrome sensor (no colour filter array)")
+    if pattern.shape != (2, 2):
+        kind = "X-Trans" if pattern.shape == (6, 6) else "non-Bayer"
+        raise ValueError(f"{kind} colour filter array of period {pattern.shape[0]}, a 2x2 Bayer pattern is expected")
+    if colors != "RGBG" or raw.num_colors not in (3, 4):
+        raise ValueError(f"colour filters '{colors}' ({raw.num_colors} colours): an RGB Bayer sensor is expected")
+    sizes = raw.sizes
+    rows, cols = (sizes.top_margin + np.arange(2)) % 2, (sizes.left_margin + np.arange(2)) % 2
+    sites = pattern[np.ix_(rows, cols)].astype(np.int64)
+    cfa = "".join(colors[c] for c in sites.ravel())
+    if cfa not in BAYER_RED_SITE:
+        raise ValueError(f"colour filter pattern {cfa} is not a Bayer layout (RGGB, BGGR, GRBG or GBRG)")
+    return cfa, sites
+
+
+def normalise_mosaic(raw_visible: np.ndarray, cfa: str, black: np.ndarray, white: float) -> np.ndarray:
+    """Black-subtract, white-normalise and RGGB-align a visible raw area.
+
+    Args:
+        raw_visible: ``(H, W)`` integer raw values with the Bayer layout ``cfa`` at (0, 0).
+        cfa: 2x2 Bayer layout at (0, 0), one of :data:`BAYER_RED_SITE`.
+        black: ``(2, 2)`` black level of each site of the 2x2 cell at (0, 0) (same layout as ``cfa``).
+        white: saturation level.
+
+    Returns:
+        float32 ``(H', W')`` mosaic, RGGB at (0, 0), H' and W' even: ``(raw - black) / (white - black)``
+        clipped to [0, 1]. One row (column) is dropped at the top (left) when the sensor's red site is on the
+        second row (column), and the last row/column when the size is then odd.
+    """
+    dy, dx = BAYER_RED_SITE[cfa]
+    h, w = raw_visible.shape
+    aligned = raw_visible[dy : dy + (h - dy) // 2 * 2, dx : dx + (w - dx) // 2 * 2]
+    cell = np.roll(np.asarray(black, dtype=np.float32), (-dy, -dx), axis=(0, 1))[None, :, None, :]
+    hh, ww = aligned.shape
+    out = (aligned.reshape(hh // 2, 2, ww // 2, 2).astype(np.float32) - cell) / (np.float32(white) - cell)
+    return np.clip(out, 0.0, 1.0, out=out).reshape(hh, ww)
+
+
+def grey_world_wb(mosaic: np.ndarray) -> np.ndarray:
+    """Grey-world white balance of an RGGB mosaic: gains (G/R, 1, G/B) of the mean unsaturated site values.
+
+    Args:
+        mosaic: ``(H, W)`` RGGB mosaic in [0, 1], H and W even.
+
+    Returns:
+        float32 ``(3,)`` gains; 1 for a channel with no usable signal.
+    """
+    planes = (mosaic[0::2, 0::2], np.concatenate([mosaic[0::2, 1::2], mosaic[1::2, 0::2]]), mosaic[1::2, 1::2])
+    means = np.array([float(p[p < 1.0].mean()) if np.any(p < 1.0) else 0.0 for p in planes])
+    gains = np.ones(3)
+    ok = means > 0
+    if ok[1]:
+        gains[ok] = means[1] / means[ok]
+    return gains.astype(np.float32)
+
+
+def wb_gains(multipliers, desc: str = "RGBG") -> np.ndarray | None:
+    """Turn LibRaw's multipliers ``(c0, c1, c2, c3)`` into gains (R, G, B) with G = 1, or ``None`` when unset.
+
+    LibRaw marks an unset white balance with -1 or 0 in the first entry; daylight multipliers that are all equal
+    are LibRaw's placeholder for "unknown" and count as unset too.
+    """
+    m = np.asarray(multipliers, dtype=np.float64)
+    rgb = np.array([m[desc.index(c)] for c in "RGB"])
+    if m[0] <= 0 or not np.all(np.isfinite(rgb)) or np.any(rgb <= 0) or np.all(rgb == rgb[0]):
+        return None
+    return (rgb / rgb[1]).astype(np.float32)
+
+
+def ccm_from_xyz2cam(xyz2cam: np.ndarray) -> np.ndarray | None:
+    """White-balanced camera RGB to linear sRGB from an XYZ-to-camera matrix (dcraw's ``cam_xyz_coeff``).
+
+    Args:
+        xyz2cam: ``(3, 3)`` XYZ to camera RGB.
+
+    Returns:
+        ``(3, 3)`` camera to sRGB with rows summing to 1, or ``None`` when the matrix is unusable.
+    """
+    cam_from_srgb = _row_normalised(np.asarray(xyz2cam, dtype=np.float64) @ XYZ_FROM_SRGB)
+    if cam_from_srgb is None or abs(np.linalg.det(cam_from_srgb)) < 1e-8:
+        return None
+    return normalised_ccm(np.linalg.inv(cam_from_srgb))
+
+
+def _row_normalised(m: np.ndarray) -> np.ndarray | None:
+    """``m`` with each row divided by its sum; ``None`` when not finite or a row sums to about 0."""
+    if not np.all(np.isfinite(m)):
+        return None
+    sums = m.sum(axis=1, keepdims=True)
+    return None if np.any(np.abs(sums) < 1e-6) else m / sums
+
+
+def normalised_ccm(ccm: np.ndarray | None) -> np.ndarray | None:
+    """Scale the rows of a camera-to-sRGB matrix to sum 1; ``None`` when it is zero, singular or not finite."""
+    if ccm is None:
+        return None
+    m = _row_normalised(np.asarray(ccm, dtype=np.float64))
+    if m is None or abs(np.linalg.det(m)) < 1e-8:
+        return None
+    return m.astype(np.float32)
+
+
+def _colour_matrix(raw) -> tuple[np.ndarray, str]:
+    xyz2cam = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[:3]
+    ccm = ccm_from_xyz2cam(xyz2cam) if np.any(xyz2cam != 0) else None
+    if ccm is not None:
+        return ccm, "rgb_xyz_matrix"
+    ccm = normalised_ccm(np.asarray(raw.color_matrix, dtype=np.float64)[:, :3])
+    if ccm is not None:
+        return ccm, "color_matrix"
+    return np.eye(3, dtype=np.float32), "identity"
+
+
+def _decode(raw, path: Path) -> RawImage:
+    """Inspect an open rawpy object and build the :class:`RawImage` (raises on non-Bayer data)."""
+    cfa, sites = _bayer_pattern(raw)
+    black = np.asarray(raw.black_level_per_channel, dtype=np.float64)
+    white = float(raw.white_level)
+    if not np.all(black < white):
+        raise ValueError(f"black level {black.tolist()} is not below the white level {white}")
+    visible = raw.raw_image_visible
+    if visible.ndim != 2 or min(visible.shape) < 2:
+        raise ValueError(f"visible raw area of shape {visible.shape} is not a 2-D mosaic")
+    mosaic = normalise_mosaic(visible, cfa, black[sites], white)
+    if mosaic.size == 0:
+        raise ValueError(f"visible raw area of shape {visible.shape} is empty after alignment")
+    desc = raw.color_desc.decode("ascii")
+    wb, wb_source = wb_gains(raw.camera_whitebalance, desc), "camera"
+    if wb is None:
+        wb, wb_source = wb_gains(raw.daylight_whitebalance, desc), "daylight"
+    if wb is None:
+        wb, wb_source = grey_world_wb(mosaic), "grey_world"
+    ccm, ccm_source = _colour_matrix(raw)
+    return RawImage(
+        path=path,
+        mosaic=mosaic,
+        cfa=cfa,
+        origin=BAYER_RED_SITE[cfa],
+        black_level=tuple(float(b) for b in black),
+        white_level=white,
+        wb=wb,
+        wb_source=wb_source,
+        ccm=ccm,
+        ccm_source=ccm_source,
+    )
+
+
+def read_raw(path: str | os.PathLike) -> RawImage:
+    """Read a Bayer camera raw file (any format LibRaw decodes: CR2, NEF, ARW, DNG, CRW, ...).
+
+    Args:
+        path: the raw file.
+
+    Returns:
+        a :class:`RawImage` with an RGGB-aligned float32 ``(H, W)`` mosaic in [0, 1].
+
+    Raises:
+        RawReadError: the path is missing, unreadable or a directory; LibRaw cannot decode it; it is truncated
+            or corrupt; the sensor is not an RGB Bayer sensor (X-Trans, Foveon, linear DNG, monochrome, Kodak
+            YRGB, ...); or it is a plain TIFF image rather than a camera raw file.
+    """
+    import rawpy
+
+    path = Path(path)
+    if path.is_dir():
+        raise RawReadError(path, "is a directory, not a raw file")
+    if not path.is_file():
+        raise RawReadError(path, "no such file")
+    try:
+        tags = _tiff_tags(path)
+    except OSError as e:
+        raise RawReadError(path, f"cannot be read ({e.strerror or e})") from e
+    if is_plain_tiff(tags):
+        raise RawReadError(path, "a plain TIFF image (no camera Make/Model or DNGVersion tag), not a camera raw file")
+    try:
+        with quiet_stderr(), rawpy.imread(str(path)) as raw:
+            image = _decode(raw, path)
+    except rawpy.LibRawError as e:
+        reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise RawReadError(path, f"LibRaw cannot decode it ({type(e).__name__}: {reason})") from e
+    except (ValueError, RuntimeError, NotImplementedError, OSError, IndexError, MemoryError) as e:
+        raise RawReadError(path, str(e) or type(e).__name__) from e
+    return RawImage(**{**image.__dict__, "camera": _camera_name(tags)})
