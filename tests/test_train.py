@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,66 @@ def test_cli_help_lists_config_groups():
     assert result.returncode == 0, result.stderr
     for group in ("data:", "degradation:", "model:", "trainer:", "experiment:", "logger:", "callbacks:"):
         assert group in result.stdout, group
+
+
+def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random colour image ``(h, w, 3)`` in [0.05, 0.95] (structure a network can learn)."""
+    coarse = rng.uniform(0.05, 0.95, (h // 16 + 2, w // 16 + 2, 3))
+    rows = np.interp(np.arange(h) / 16, np.arange(coarse.shape[0]), np.arange(coarse.shape[0]))
+    cols = np.interp(np.arange(w) / 16, np.arange(coarse.shape[1]), np.arange(coarse.shape[1]))
+    r0, c0 = rows.astype(int), cols.astype(int)
+    return coarse[r0][:, c0].astype(np.float32)
+
+
+def test_trains_from_a_prepared_raw_folder(compose_train, tmp_path):
+    from rawsr.camera import write_dng
+    from rawsr.data.raw_folder import CacheRecipe, prepare_cache
+
+    rng = np.random.default_rng(0)
+    raws = tmp_path / "raws"
+    raws.mkdir()
+    for i in range(4):
+        mosaic = (_smooth_image(rng, 320, 320)[..., 1] * 4000 + 64).astype(np.uint16)
+        write_dng(raws / f"shot{i}.dng", mosaic, cfa="RGGB", black_level=64, white_level=4095, wb=(2.0, 1.0, 1.6))
+    report = prepare_cache(sorted(raws.glob("*.dng")), tmp_path / "cache", CacheRecipe())
+    assert not report.failed
+    cfg = compose_train(
+        "data=raw_folder",
+        f"data.root={raws}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.val.val_crops=32",
+        "data.train.val_files=[shot0]",
+        *NARROW,
+        *SMALL_DATA[:3],
+        "+trainer.fast_dev_run=true",
+        "~logger",
+        "~callbacks",
+    )
+    datamodule, model, trainer = instantiate_all(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
+
+
+def test_trains_from_the_release_layout(compose_train, tmp_path):
+    from rawsr.data.release import write_release_sample
+
+    rng = np.random.default_rng(1)
+    for split in ("TRAINING", "TESTING"):
+        for g in range(2):
+            hr = _smooth_image(rng, 128, 128).transpose(2, 0, 1)
+            for sample in range(2):
+                lr_raw = rng.uniform(0, 1, (64, 64)).astype(np.float32)
+                lr_ref = hr[:, ::2, ::2]
+                write_release_sample(tmp_path / "Blind_x2" / split, f"img{g}", sample, lr_raw, lr_ref, hr)
+    cfg = compose_train(
+        "data=rawsr_release",
+        f"data.root={tmp_path / 'Blind_x2'}",
+        *NARROW,
+        *SMALL_DATA[:3],
+        "+trainer.fast_dev_run=true",
+        "~logger",
+        "~callbacks",
+    )
+    datamodule, model, trainer = instantiate_all(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
