@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,47 @@ def require_choice(value: Any, key: str, choices: Iterable[Any]) -> None:
 def require_positive_int(value: Any, key: str, *, even: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0 and (not even or value % 2 == 0)
     require(ok, key, "a positive even integer" if even else "a positive integer", value)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def require_number(value: Any, key: str, low: float | None = None, high: float | None = None) -> float:
+    """Return ``value`` as a float, or raise naming ``key`` unless it is a finite number in [low, high]."""
+    ok = is_number(value) and (low is None or value >= low) and (high is None or value <= high)
+    bounds = f" in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    require(ok, key, "a number" + bounds, value)
+    return float(value)
+
+
+def require_range(value: Any, key: str, low: float | None = None, high: float | None = None) -> tuple[float, float]:
+    """Parse ``[lo, hi]`` (or one number, meaning ``[v, v]``) with ``low <= lo <= hi <= high``.
+
+    Raises :class:`rawsr.config.ConfigError` naming ``key`` otherwise.
+    """
+    pair = [value, value] if is_number(value) else value
+    ok = isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
+    ok = ok and all(is_number(v) for v in pair) and pair[0] <= pair[1]
+    ok = ok and (low is None or pair[0] >= low) and (high is None or pair[1] <= high)
+    lo_text = "" if low is None else f"{low} <= "
+    hi_text = "" if high is None else f" <= {high}"
+    require(ok, key, f"[low, high] with {lo_text}low <= high{hi_text}", value)
+    return float(pair[0]), float(pair[1])
+
+
+def require_keys(cfg: Any, key: str, allowed: Sequence[str]) -> dict:
+    """Check that ``cfg`` is a mapping whose keys are all in ``allowed``; return it as a plain dict."""
+    require(isinstance(cfg, Mapping), key, "a mapping", cfg)
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        require(False, f"{key}.{unknown[0]}", f"a key among {sorted(allowed)}", unknown[0])
+    return dict(cfg)
+
+
+def require_bool(value: Any, key: str) -> bool:
+    require(isinstance(value, bool), key, "true or false", value)
+    return value
 
 
 def instantiate(cfg: Any, /, **kwargs: Any) -> Any:

@@ -12,58 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import kornia
 import torch
 import torch.nn.functional as F
 
-from rawsr.config import require, require_choice
+from rawsr.config import is_number, require, require_bool, require_choice, require_keys, require_number, require_range
 
 # ---------------------------------------------------------------------------------------------------------------
-# Config helpers shared by the samplers of this package.
+# Uniform draws shared by the samplers of this package.
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def require_number(value: Any, key: str, low: float | None = None, high: float | None = None) -> float:
-    """Return ``value`` as a float, or raise naming ``key`` unless it is a finite number in [low, high]."""
-    ok = _is_number(value) and (low is None or value >= low) and (high is None or value <= high)
-    bounds = f" in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-    require(ok, key, "a number" + bounds, value)
-    return float(value)
-
-
-def require_range(value: Any, key: str, low: float | None = None, high: float | None = None) -> tuple[float, float]:
-    """Parse ``[lo, hi]`` (or one number, meaning ``[v, v]``) with ``low <= lo <= hi <= high``.
-
-    Raises :class:`rawsr.config.ConfigError` naming ``key`` otherwise.
-    """
-    pair = [value, value] if _is_number(value) else value
-    ok = isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
-    ok = ok and all(_is_number(v) for v in pair) and pair[0] <= pair[1]
-    ok = ok and (low is None or pair[0] >= low) and (high is None or pair[1] <= high)
-    lo_text = "" if low is None else f"{low} <= "
-    hi_text = "" if high is None else f" <= {high}"
-    require(ok, key, f"[low, high] with {lo_text}low <= high{hi_text}", value)
-    return float(pair[0]), float(pair[1])
-
-
-def require_keys(cfg: Any, key: str, allowed: Sequence[str]) -> dict:
-    """Check that ``cfg`` is a mapping whose keys are all in ``allowed``; return it as a plain dict."""
-    require(isinstance(cfg, Mapping), key, "a mapping", cfg)
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        require(False, f"{key}.{unknown[0]}", f"a key among {sorted(allowed)}", unknown[0])
-    return dict(cfg)
-
-
-def require_bool(value: Any, key: str) -> bool:
-    require(isinstance(value, bool), key, "true or false", value)
-    return value
 
 
 def lerp_range(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
@@ -514,7 +472,7 @@ class _Bank:
         aniso = cfg.get("anisotropic", [])
         require(isinstance(aniso, Sequence), f"{key}.anisotropic", "a list of [sigma_x, sigma_y, theta_deg]", aniso)
         for a in aniso:
-            ok = isinstance(a, Sequence) and len(a) == 3 and all(_is_number(v) for v in a) and min(a[:2]) > 0
+            ok = isinstance(a, Sequence) and len(a) == 3 and all(is_number(v) for v in a) and min(a[:2]) > 0
             require(ok, f"{key}.anisotropic", "a list of [sigma_x, sigma_y, theta_deg] with sigmas > 0", aniso)
         seed = cfg.get("seed", 0)
         require(isinstance(seed, int) and not isinstance(seed, bool), f"{key}.seed", "an integer", seed)

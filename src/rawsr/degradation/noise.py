@@ -22,15 +22,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from rawsr.config import require, require_choice
+from rawsr.config import require, require_choice, require_keys, require_number, require_range
 
 from .kernels import (
     draw_uniforms,
     lerp_range,
     normal_from_uniform,
-    require_keys,
-    require_number,
-    require_range,
     weighted_choice,
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from kornia.enhance import jpeg_codec_differentiable
 
-from rawsr.config import require, require_choice
+from rawsr.config import require, require_bool, require_choice, require_keys, require_range
 
 from .isp import demosaic, render_srgb
 from .kernels import (
@@ -23,9 +23,6 @@ from .kernels import (
     blur_downsample,
     draw_uniforms,
     lerp_range,
-    require_bool,
-    require_keys,
-    require_range,
 )
 from .mosaic import mosaic_rggb
 from .noise import NoiseSampler, add_noise, quantise
