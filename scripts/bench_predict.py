@@ -1,0 +1,192 @@
+"""Benchmark ``rawsr.predict``: network throughput at the paper's width, and peak memory against image size.
+
+1. Throughput: output megapixels per second of the paper-width network (x2: width 128, growth 16, 8 dense
+   layers, LR tile 256 with half-tile overlap, linear blend), randomly initialised, on a synthetic 2 MP mosaic:
+   tiling, network, merging and conversion to 16 bits, as ``rawsr.predict`` runs them (no file I/O). A fast
+   device repeats the image for at least 10 s; a slow CPU stops after ``--budget`` seconds and reports the
+   rate over the rows finished so far (streaming makes that a steady-state rate).
+2. Peak memory: ``python -m rawsr.predict`` end to end (DNG decoding, reference rendering, tiled network,
+   16-bit PNG and preview) on synthetic 12 MP and 24 MP DNGs with the narrow demo model (x2, width 32,
+   growth 8, 4 dense layers, tile 64), each in a fresh process measured with ``/usr/bin/time -v`` (or
+   ``getrusage`` of a wrapper process). Memory should grow with the image width, not its area: the last line
+   is ``peak_rss_ratio=<24 MP peak over 12 MP peak>``, to be below 1.25.
+
+    python scripts/bench_predict.py                      # CPU
+    python scripts/bench_predict.py --device cuda --bf16 # GPU, bfloat16 autocast
+    python scripts/bench_predict.py --rss-overlap 32     # peak memory with the default half-tile overlap
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rawsr.camera import write_dng
+from rawsr.model import RawSRNet
+from rawsr.predict import make_tile_fn, render_reference, to_uint16
+from rawsr.tiling import tiled_rows
+
+PAPER_X2 = {"scale": 2, "width": 128, "growth": 16, "dense_layers": 8}
+PAPER_TILE = 256
+DEMO = {"scale": 2, "width": 32, "growth": 8, "dense_layers": 4}
+DEMO_TILE = 64
+BLACK, WHITE = 64, 4095
+MIN_SECONDS = 10.0
+"""The throughput run repeats the image until this long has gone by (fast devices)."""
+
+
+def mosaic_shape(megapixels: float) -> tuple[int, int]:
+    """A 3:4 (portrait-free, landscape) mosaic of about ``megapixels``, sides multiples of 4."""
+    h = math.sqrt(megapixels * 1e6 * 3 / 4)
+    return int(h // 4 * 4), int(h * 4 / 3 // 4 * 4)
+
+
+def synthetic_mosaic(h: int, w: int) -> np.ndarray:
+    """A 12-bit RGGB mosaic ``(h, w)`` uint16 of a natural scene (skimage's astronaut, mirrored to size)."""
+    from skimage.data import astronaut
+
+    linear = (astronaut() / 255.0) ** 2.2
+    codes = np.round(BLACK + linear * (WHITE - BLACK)).astype(np.uint16)
+    reps = (math.ceil(h / codes.shape[0]), math.ceil(w / codes.shape[1]))
+    tiled = np.pad(codes, ((0, reps[0] * 512 - 512), (0, reps[1] * 512 - 512), (0, 0)), mode="symmetric")
+    mosaic = np.empty((h, w), dtype=np.uint16)
+    for (dy, dx), c in zip(((0, 0), (0, 1), (1, 0), (1, 1)), (0, 1, 1, 2), strict=True):
+        mosaic[dy::2, dx::2] = tiled[dy:h:2, dx:w:2, c]
+    return mosaic
+
+
+def throughput(device: torch.device, bf16: bool, megapixels: float, budget: float, batch: int) -> None:
+    h, w = mosaic_shape(megapixels)
+    mosaic = (synthetic_mosaic(h, w).astype(np.float32) - BLACK) / (WHITE - BLACK)
+    wb, ccm = np.array([2.0, 1.0, 1.6], dtype=np.float32), np.eye(3, dtype=np.float32)
+    ref = render_reference(mosaic, wb, ccm)
+    torch.manual_seed(0)
+    net = RawSRNet(**PAPER_X2).to(device).eval()
+    fn = make_tile_fn(net, device, "bf16" if bf16 else "32", wb, ccm)
+    raw_t, ref_t = torch.from_numpy(mosaic)[None, None], torch.from_numpy(ref).permute(2, 0, 1)[None]
+    fn(raw_t[..., :PAPER_TILE, :PAPER_TILE], ref_t[..., :PAPER_TILE, :PAPER_TILE])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rows, passes, start = 0, 0, time.perf_counter()
+    while True:  # whole passes until MIN_SECONDS have gone by; a slow device stops mid-pass after `budget`
+        for block in tiled_rows(fn, raw_t, ref_t, PAPER_TILE, 2, blend="linear", batch=batch):
+            rows += to_uint16(block).shape[0]  # includes the copy back to the host
+            if time.perf_counter() - start > budget:
+                break
+        else:
+            passes += 1
+        if time.perf_counter() - start > min(budget, MIN_SECONDS):
+            break
+    elapsed = time.perf_counter() - start
+    out_w = 2 * w
+    rate = rows * out_w / elapsed / 1e6
+    print(
+        f"throughput: {rate:.3f} output MP/s  (x2 width 128, tile {PAPER_TILE}, overlap {PAPER_TILE // 2}, "
+        f"batch {batch}, {device}, {'bf16' if bf16 else 'fp32'}; {h}x{w} input = {h * w / 1e6:.1f} MP; "
+        f"{rows} output rows ({passes} whole passes of {2 * h}) in {elapsed:.1f} s)",
+        flush=True,
+    )
+
+
+def demo_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    net = RawSRNet(**DEMO)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"net": DEMO, "tile": DEMO_TILE}}, path)
+    return path
+
+
+def peak_rss(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` in a fresh process; return ``(peak RSS in MiB, wall seconds)``."""
+    start = time.perf_counter()
+    if Path("/usr/bin/time").exists():
+        done = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
+        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+        kib = int(match.group(1)) if match else None
+    else:
+        wrapper = (
+            "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+        )
+        done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True)
+        kib = int(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
+    wall = time.perf_counter() - start
+    if done.returncode != 0 or kib is None:
+        raise SystemExit(f"benchmark run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return kib / 1024, wall
+
+
+def memory(sizes: list[float], overlap: int | None, device: str, keep: bool) -> list[float]:
+    work = Path(tempfile.mkdtemp(prefix="rawsr-bench-"))
+    ckpt = demo_checkpoint(work / "demo.ckpt")
+    peaks = []
+    try:
+        for megapixels in sizes:
+            h, w = mosaic_shape(megapixels)
+            dng = write_dng(work / f"synthetic_{megapixels:g}mp.dng", synthetic_mosaic(h, w), "RGGB", BLACK, WHITE)
+            command = [
+                sys.executable, "-m", "rawsr.predict", f"ckpt_path={ckpt}", f"input={dng}",
+                f"output_dir={work / 'out'}", "progress=false", f"device={device}",
+                f"overlap={'null' if overlap is None else overlap}",
+            ]  # fmt: skip
+            mib, wall = peak_rss(command)
+            peaks.append(mib)
+            out_mp = 4 * h * w / 1e6
+            print(
+                f"peak RSS: {megapixels:g} MP input ({h}x{w}) -> {mib:.0f} MiB; {wall:.0f} s end to end "
+                f"({out_mp / wall:.3f} output MP/s, demo model, tile {DEMO_TILE}, overlap {overlap}, {device})",
+                flush=True,
+            )
+            if not keep:
+                dng.unlink()
+                shutil.rmtree(work / "out", ignore_errors=True)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the throughput run")
+    parser.add_argument("--megapixels", type=float, default=2.0, help="throughput input size (default 2)")
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds at most for the throughput run")
+    parser.add_argument("--tile-batch", type=int, default=None, help="tiles per call (default 1 CPU, 8 CUDA)")
+    parser.add_argument("--rss-sizes", type=float, nargs=2, default=[12.0, 24.0], help="MP of the two inputs")
+    parser.add_argument(
+        "--rss-overlap",
+        type=int,
+        default=0,
+        help="LR tile overlap of the memory runs (default 0 keeps them short on a 2-core CPU; -1 = tile // 2)",
+    )
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the synthetic DNGs and outputs")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    batch = args.tile_batch or (8 if device.type == "cuda" else 1)
+    torch.set_grad_enabled(False)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}", flush=True)
+    if not args.skip_throughput:
+        throughput(device, args.bf16, args.megapixels, args.budget, batch)
+    if args.skip_rss:
+        return
+    overlap = None if args.rss_overlap < 0 else args.rss_overlap
+    small, large = memory(args.rss_sizes, overlap, args.device, args.keep)
+    print(f"peak_rss_ratio={large / small:.3f}")
+
+
+if __name__ == "__main__":
+    main()
