@@ -34,6 +34,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from rawsr.camera import RAW_EXTENSIONS
 from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
 
 if TYPE_CHECKING:
@@ -45,14 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rawsr.predict")
 T = TypeVar("T")
 
-# fmt: off
-RAW_EXTENSIONS = frozenset({
-    ".3fr", ".ari", ".arw", ".bay", ".cap", ".cr2", ".cr3", ".crw", ".dcr", ".dcs", ".dng", ".drf", ".eip",
-    ".erf", ".fff", ".gpr", ".iiq", ".k25", ".kdc", ".mdc", ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf",
-    ".pef", ".ptx", ".pxn", ".r3d", ".raf", ".raw", ".rw2", ".rwl", ".rwz", ".sr2", ".srf", ".srw", ".x3f",
-})
-# fmt: on
-"""Suffixes (lower case) of the camera raw files taken from an input folder."""
 
 OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif"}
 PRECISIONS = ("32", "bf16")

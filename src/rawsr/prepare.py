@@ -34,7 +34,8 @@ def _required(cfg: DictConfig, key: str, example: str = "/path") -> Any:
 
 def run_cache(cfg: DictConfig) -> int:
     """``task=cache``: return 0 when every raw file is cached, 1 when some could not be read."""
-    from rawsr.data.raw_folder import RAW_EXTENSIONS, CacheRecipe, find_raw_files, prepare_cache
+    from rawsr.camera import RAW_EXTENSIONS
+    from rawsr.data.raw_folder import CacheRecipe, find_raw_files, prepare_cache
 
     input_dir = Path(_required(cfg, "input_dir"))
     cache_dir = Path(_required(cfg, "cache_dir"))

@@ -34,16 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from rawsr.camera import RawReadError, read_raw
+from rawsr.camera import RAW_EXTENSIONS, RawReadError, read_raw
 from rawsr.config import ConfigError, require, require_choice, require_positive_int
+from rawsr.imageio import atomic_write
 
 log = logging.getLogger(__name__)
-
-#: File suffixes treated as camera raw files when a folder is scanned (compared case-insensitively).
-RAW_EXTENSIONS = (
-    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl",
-    ".pef", ".srw", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".mef", ".x3f", ".gpr", ".raw",
-)  # fmt: skip
 
 #: Bumped whenever the cache layout changes: older entries are then rebuilt.
 CACHE_FORMAT = 1
@@ -142,17 +137,6 @@ def entry_is_valid(source: Path, cache_dir: Path, recipe: CacheRecipe) -> bool:
     except (OSError, ValueError):
         return False
     return list(image.shape) == meta.get("shape") and str(image.dtype) == recipe.dtype
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def build_entry(source: Path, cache_dir: Path, recipe: CacheRecipe) -> Path:
