@@ -64,3 +64,11 @@ def test_bad_value_is_refused_naming_the_key(compose_train, override, key):
     cfg = compose_train(override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         instantiate_all(cfg)
+
+
+def test_ablation_runs_get_their_own_folder_and_share_the_dashboard_group(compose_train):
+    cfg = compose_train("experiment=x4_blind", "ablation=no_fusion", "logger=wandb")
+    assert cfg.run_name == "x4_blind-no_fusion" and cfg.model.net.fusion is False
+    assert cfg.logger.wandb.group == "x4_blind" and cfg.logger.wandb.job_type == "no_fusion"
+    full = compose_train("experiment=x4_blind", "logger=wandb")
+    assert full.run_name == "x4_blind" and full.logger.wandb.group == "x4_blind"

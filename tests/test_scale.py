@@ -343,7 +343,7 @@ def test_wandb_offline_without_key_logs_metrics_panels_and_resumes_the_same_run(
 
     records = _wandb_records(first / f"run-{identifier}.wandb")
     header = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert (header.run_id, header.run_group, header.job_type) == (identifier, "wb", "no_fusion")
+    assert (header.run_id, header.run_group, header.job_type) == (identifier, "demo", "no_fusion")
     assert set(header.tags) == {"demo", "no_fusion"}
     config = {u.key: json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
     assert config["run_name"] == "wb" and config["trainer"]["max_epochs"] == 1
@@ -484,3 +484,20 @@ def test_scale_configs_compose(compose_train):
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/psnr" and "model.optimizer.lr" in sweeper.params
+
+
+def test_csv_logger_keeps_the_rows_of_a_run_it_resumes(tmp_path):
+    from rawsr.loggers import ResumableCSVLogger
+
+    first = ResumableCSVLogger(tmp_path, name="csv", version="")
+    first.log_metrics({"train/loss": 0.5}, step=0)
+    first.log_metrics({"val/psnr": 20.0}, step=1)
+    first.save()
+    resumed = ResumableCSVLogger(tmp_path, name="csv", version="")
+    resumed.log_metrics({"train/loss": 0.25, "lr": 1e-4}, step=2)
+    resumed.save()
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    assert [r["train/loss"] for r in rows] == ["0.5", "", "0.25"] and rows[1]["val/psnr"] == "20.0"
+    assert rows[2]["lr"] == "0.0001" and rows[0]["lr"] == ""

@@ -4,6 +4,7 @@ dashboard compares the experiments and their ablations. CSV and TensorBoard are 
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -172,3 +174,31 @@ def finish_loggers(loggers: Iterable[Logger], failed: bool = False) -> None:
 
     if wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, except that a run resumed into its folder appends to ``metrics.csv``.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts, so a resumed run would lose the rows of
+    its first epochs. This logger puts them back, with their header, before the resumed run logs anything.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        header, rows = [], []
+        if path.is_file():
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                header, rows = list(reader.fieldnames or []), list(reader)
+        experiment = super().experiment  # removes metrics.csv
+        if header:
+            with open(path, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+            experiment.metrics_keys = sorted(header)
+        return experiment
