@@ -41,7 +41,9 @@ def test_short_demo_run_writes_checkpoint_and_metrics(compose_train, tmp_path):
     assert (ckpt_dir / "last.ckpt").is_file()
     module = load_checkpoint(ckpt_dir / "last.ckpt")
     assert isinstance(module, RawSRModule) and module.tile == 32 and module.scale == 2
-    raw_state = torch.load(ckpt_dir / "last.ckpt", weights_only=True)["state_dict"]
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    assert (last["global_step"], last["epoch"]) == (8, 2)  # the final state, whichever epoch was best
+    raw_state = last["state_dict"]
     for key, value in module.state_dict().items():
         assert torch.equal(value, raw_state[key]), key
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as handle:
@@ -143,3 +145,4 @@ def test_trains_from_the_release_layout(compose_train, tmp_path):
     datamodule, model, trainer = instantiate_all(cfg)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
+

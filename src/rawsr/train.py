@@ -66,6 +66,20 @@ def instantiate_all(cfg: DictConfig) -> tuple[Any, Any, Any]:
     return datamodule, model, trainer
 
 
+def save_final_checkpoint(trainer: Any) -> None:
+    """Write the state at the end of fitting to ``last.ckpt``.
+
+    Lightning refreshes ``last.ckpt`` after a validation only when that validation also wrote a top-k checkpoint,
+    so without this the last file of a run whose final epochs did not improve would hold an older state.
+    """
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.save_last or not checkpoint.dirpath or trainer.fast_dev_run:
+        return
+    if trainer.interrupted:
+        return
+    trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
     check_data_paths(cfg.data)
@@ -82,6 +96,7 @@ def train(cfg: DictConfig) -> float | None:
     try:  # each job of a sweep ends its W&B run and its process group, whatever happens
         log_run_config(trainer.loggers, cfg)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path="best")
