@@ -145,4 +145,3 @@ def test_trains_from_the_release_layout(compose_train, tmp_path):
     datamodule, model, trainer = instantiate_all(cfg)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
-
