@@ -69,7 +69,7 @@ class RawSRModule(L.LightningModule):
     Args:
         net: keyword arguments of :class:`~rawsr.model.RawSRNet` (``scale``, ``width``, ...).
         tile: LR tile side used for validation and prediction; the channel attention pools over the whole
-            tile, so this is the training crop (method.md section 2.3).
+            tile, so this is the training crop (the released code does the same).
         optimizer: a Hydra config of the optimiser, without ``params`` (default Adam 2e-4).
         scheduler: a Hydra config of an epoch-wise LR scheduler, without ``optimizer`` (default
             :class:`PaperSchedule`); ``None`` for a constant rate.

@@ -1,14 +1,14 @@
 """Tiled inference: run a fixed-size network over a whole image, in memory or streaming by rows.
 
 The rawSR network pools its channel attention over the whole input, so its output depends on the input
-size; inference therefore runs on tiles of the training crop size (method.md sections 2.3 and 4). Tiles
+size; inference therefore runs on tiles of the training crop size (as the released code does). Tiles
 start every ``tile - overlap`` pixels, the last one clamped to the border, and every origin is even so that
 an RGGB mosaic stays RGGB in every tile.
 
 Overlapping high-resolution tiles are merged by a weighted average:
 
 - ``blend="mean"``: every tile pixel weighs 1, i.e. the average over overlaps with a count mask, the
-  paper's protocol (method.md section 4);
+  paper's protocol;
 - ``blend="linear"``: a separable ramp (feathering) window that rises linearly over the overlap from
   the tile border, so a tile fades in where its neighbour fades out and no seam shows. This is this
   project's default for real photographs, not the paper's.

@@ -1,7 +1,7 @@
 """A folder of camera raw files as HR linear ground truth: a decode-once cache and the dataset that crops it.
 
 The paper makes its HR linear ground truth X_lin by demosaicing a camera raw file in linear camera space and
-downsampling the result to clean away demosaicing artefacts (method.md 1.1); the demosaic algorithm, the factor
+downsampling the result to clean away demosaicing artefacts (as the paper describes); the demosaic algorithm, the factor
 and the resampling kernel are not published. This project's documented defaults (not the paper's values) are:
 bilinear demosaicing of the black-subtracted, white-normalised, RGGB-aligned mosaic (``kornia.color.raw_to_rgb``),
 then area (box) downsampling by ``clean_factor = 2``. ``demosaic="superpixel"`` instead turns each 2x2 RGGB cell

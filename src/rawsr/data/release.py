@@ -1,4 +1,4 @@
-"""The released rawSR dataset (method.md 1.2): already-degraded pairs read from the authors' on-disk layout.
+"""The released rawSR dataset: already-degraded pairs read from the authors' on-disk layout.
 
 ::
 
@@ -82,8 +82,8 @@ class ReleaseDataset(Dataset):
         scale: super-resolution factor; each GT must be ``scale`` times its LR mosaic (checked for every file).
         crop: LR crop side for training (even).
         split: ``"train"``: random ``crop`` x ``crop`` LR crops at even coordinates (keeping the RGGB phase),
-            the GT (and HR linear) crop at ``scale`` times those coordinates (the released loader hard-codes 2,
-            method.md 1.3); ``"val"``: whole images, LR trimmed to a multiple of 4, GT to ``scale`` times that.
+            the GT (and HR linear) crop at ``scale`` times those coordinates (the released loader hard-codes 2);
+            ``"val"``: whole images, LR trimmed to a multiple of 4, GT to ``scale`` times that.
 
     Items: ``{"lr_raw": (1, h, w), "lr_ref": (3, h, w), "hr_srgb": (3, s*h, s*w), "index": int}``, all float32,
     plus ``"hr_linear": (3, s*h, s*w)`` when every GT has a ``RAWImage`` partner (so that batches collate).
