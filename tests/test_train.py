@@ -18,12 +18,19 @@ NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2"
 SMALL_DATA = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=64")
 
 
-def test_fast_dev_run(compose_train):
-    cfg = compose_train(*NARROW, *SMALL_DATA, "+trainer.fast_dev_run=true", "~logger", "~callbacks")
+FAST_DEV_RUN = ("+trainer.fast_dev_run=true", "~logger", "~callbacks")
+
+
+def fast_dev_fit(cfg) -> None:
+    """One training and one validation batch of ``cfg``; both must run and report the validation metrics."""
     datamodule, model, trainer = instantiate_all(cfg)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 1
     assert "val/psnr" in trainer.callback_metrics and "val/psnr_bicubic" in trainer.callback_metrics
+
+
+def test_fast_dev_run(compose_train):
+    fast_dev_fit(compose_train(*NARROW, *SMALL_DATA, *FAST_DEV_RUN))
 
 
 @pytest.mark.slow
@@ -113,13 +120,9 @@ def test_trains_from_a_prepared_raw_folder(compose_train, tmp_path):
         "data.train.val_files=[shot0]",
         *NARROW,
         *SMALL_DATA[:3],
-        "+trainer.fast_dev_run=true",
-        "~logger",
-        "~callbacks",
+        *FAST_DEV_RUN,
     )
-    datamodule, model, trainer = instantiate_all(cfg)
-    trainer.fit(model, datamodule=datamodule)
-    assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
+    fast_dev_fit(cfg)
 
 
 def test_trains_from_the_release_layout(compose_train, tmp_path):
@@ -138,10 +141,6 @@ def test_trains_from_the_release_layout(compose_train, tmp_path):
         f"data.root={tmp_path / 'Blind_x2'}",
         *NARROW,
         *SMALL_DATA[:3],
-        "+trainer.fast_dev_run=true",
-        "~logger",
-        "~callbacks",
+        *FAST_DEV_RUN,
     )
-    datamodule, model, trainer = instantiate_all(cfg)
-    trainer.fit(model, datamodule=datamodule)
-    assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
+    fast_dev_fit(cfg)
