@@ -62,7 +62,7 @@ def test_dng_round_trip(tmp_path, cfa, bits):
     wb, ccm = rng.uniform([1.5, 1.0, 1.2], [2.6, 1.0, 2.2]), random_ccm(rng)
     path = write_dng(tmp_path / "x.dng", raw, cfa=cfa, black_level=black.tolist(), bits=bits, wb=wb, ccm=ccm)
 
-    image = read_raw(path)
+    image = read_raw(path, adjust_maximum=0)  # normalised by the declared white level exactly
 
     black_cell = (black if per_site else np.repeat(black, 4)).reshape(2, 2)
     expected = expected_mosaic(raw, cfa, black_cell, white)
@@ -82,6 +82,31 @@ def test_dng_round_trip(tmp_path, cfa, bits):
     assert image.ccm_source == "color_matrix" and image.camera == "rawsr synthetic"
 
 
+@pytest.mark.parametrize("peak", [0.5, 0.9])
+def test_white_level_adjusted_to_the_saturation_of_the_data(tmp_path, peak):
+    """LibRaw's adjust_maximum: a brightest value above the threshold becomes white; below it, nothing changes."""
+    rng = np.random.default_rng(4)
+    black, white = 64, 4095
+    raw = rng.integers(black, black + round(peak * (white - black)) + 1, (30, 40)).astype(np.uint16)
+    raw[3, 4] = black + round(peak * (white - black))  # the brightest value, on a red site
+    path = write_dng(tmp_path / "p.dng", raw, cfa="RGGB", black_level=black, bits=12)
+    declared = expected_mosaic(raw, "RGGB", np.full((2, 2), black), white)
+    image = read_raw(path)
+    if peak > 0.75:
+        assert image.saturation == pytest.approx(declared.max(), abs=1e-6)
+        np.testing.assert_allclose(image.mosaic, declared / declared.max(), atol=1e-6, rtol=0)
+        assert image.mosaic.max() == 1.0
+    else:
+        assert image.saturation == 1.0
+        np.testing.assert_allclose(image.mosaic, declared, atol=1e-6, rtol=0)
+    kept = read_raw(path, adjust_maximum=0.0)
+    assert kept.saturation == 1.0 and kept.white_level == white
+    np.testing.assert_allclose(kept.mosaic, declared, atol=1e-6, rtol=0)
+    for bad in (-0.1, 1.0, "high", True):
+        with pytest.raises(ValueError, match="adjust_maximum"):
+            read_raw(path, adjust_maximum=bad)
+
+
 def test_odd_active_area_shifts_the_pattern(tmp_path):
     """DNG's CFAPattern starts at the ActiveArea's origin; an odd origin moves the pattern seen in the file."""
     rng = np.random.default_rng(3)
@@ -93,7 +118,7 @@ def test_odd_active_area_shifts_the_pattern(tmp_path):
     at_origin = "".join(
         letters[(s.top_margin + y - 1) % 2, (s.left_margin + x - 2) % 2] for y in (0, 1) for x in (0, 1)
     )
-    image = read_raw(path)
+    image = read_raw(path, adjust_maximum=0)
     assert image.cfa == at_origin != "RGGB"
     visible = raw[s.top_margin : s.top_margin + s.height, s.left_margin : s.left_margin + s.width]
     expected = expected_mosaic(visible, at_origin, np.full((2, 2), 100), 4095)
@@ -125,7 +150,10 @@ def test_canon_crw(name):
         daylight = np.asarray(raw.daylight_whitebalance[:3])
         assert raw.camera_whitebalance[0] == -1
     expected = np.clip((visible - black) / (4095 - black), 0, 1)
-    np.testing.assert_allclose(image.mosaic, expected, atol=1e-6, rtol=0)
+    # This sensor saturates below the declared 4095: LibRaw's rule rescales by the brightest value.
+    assert 0.9 < expected.max() < 1.0 and image.saturation == pytest.approx(expected.max(), abs=1e-6)
+    np.testing.assert_allclose(image.mosaic, expected / expected.max(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(read_raw(path, adjust_maximum=0).mosaic, expected, atol=1e-6, rtol=0)
     np.testing.assert_allclose(image.wb, daylight / daylight[1], rtol=1e-6)
     np.testing.assert_allclose(image.ccm.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(image.ccm, fitted_libraw_matrix(path), atol=2e-3)

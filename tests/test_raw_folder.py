@@ -68,6 +68,9 @@ def test_bilinear_recipe_matches_textbook_demosaic_then_area_downsampling():
 def test_recipe_is_validated_and_hashed():
     assert CacheRecipe().key() == CacheRecipe("bilinear", 2, "float16").key()
     assert CacheRecipe().key() != CacheRecipe(clean_factor=4).key() != CacheRecipe(dtype="uint16").key()
+    assert CacheRecipe().key() != CacheRecipe(adjust_maximum=0.0).key()
+    with pytest.raises(ConfigError, match="recipe.adjust_maximum"):
+        CacheRecipe(adjust_maximum=1.5)
     with pytest.raises(ConfigError, match="recipe.clean_factor"):
         CacheRecipe(demosaic="superpixel", clean_factor=3)
     with pytest.raises(ConfigError, match="recipe.demosaic"):

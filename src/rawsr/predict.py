@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from rawsr.camera import RAW_EXTENSIONS
-from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
+from rawsr.config import ConfigError, config_dir, is_number, require, require_choice, require_positive_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -255,7 +255,7 @@ def predict_file(
     from rawsr.imageio import Preview, write_image, write_preview, write_rows
     from rawsr.tiling import tiled_rows
 
-    image = read_raw(path)
+    image = read_raw(path, adjust_maximum=cfg.adjust_maximum)
     mosaic = trim_even(image.mosaic)
     h, w = mosaic.shape
     if h < 2 or w < 2:
@@ -294,6 +294,8 @@ def check_config(cfg: DictConfig) -> None:
     require(device in ("auto", "cpu") or device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", device)
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
+    adjust = cfg.adjust_maximum
+    require(is_number(adjust) and 0 <= adjust < 1, "adjust_maximum", "a number in [0, 1)", adjust)
     overlap = cfg.overlap
     require(overlap is None or (isinstance(overlap, int) and overlap >= 0), "overlap", "null or an int >= 0", overlap)
     require(

@@ -4,7 +4,12 @@
 
 * ``mosaic``: float32 ``(H, W)``, the visible sensor area only (``raw_image_visible``, masked margins dropped),
   black level subtracted per CFA channel and divided by ``white - black``. Negative values (noise below black)
-  are clipped to 0 and values above white to 1, so the mosaic lies in [0, 1]. The mosaic is aligned so that its
+  are clipped to 0 and values above white to 1, so the mosaic lies in [0, 1]. Many sensors saturate below the
+  white level their files declare (the Canon EOS D30 at about 94% of it); as LibRaw does by default
+  (``adjust_maximum_thr = 0.75``), when the brightest value of the mosaic lies between ``adjust_maximum`` and 1
+  the mosaic is divided by it, so that clipped highlights reach 1 in every channel and render white rather than
+  pink. ``saturation`` records that brightest value (1.0 when no adjustment was made). The mosaic is aligned so
+  that its
   top-left 2x2 cell is R, G, G, B whatever the sensor's pattern: one row and/or one column is dropped for BGGR,
   GRBG and GBRG sensors (no demosaicing or re-mosaicing), then H and W are trimmed to even sizes.
 * ``wb``: camera white-balance gains (R, G, B) with G = 1, from the file's as-shot white balance; when the file
@@ -79,7 +84,9 @@ class RawImage:
         cfa: the sensor's pattern at the top-left of its visible area, e.g. ``"GRBG"``.
         origin: ``(row, column)`` of ``mosaic[0, 0]`` in the visible area (non-zero for non-RGGB sensors).
         black_level: per-channel black levels in LibRaw's channel order ``(R, G, B, G2)``, in raw units.
-        white_level: the saturation level in raw units.
+        white_level: the white level the file declares, in raw units.
+        saturation: the fraction of ``white_level - black_level`` the mosaic was divided by (its brightest value,
+            when above ``adjust_maximum``), or 1.0 when none was applied.
         wb: float32 ``(3,)`` camera white-balance gains (R, G, B), G = 1.
         wb_source: ``"camera"``, ``"daylight"`` or ``"grey_world"``.
         ccm: float32 ``(3, 3)`` white-balanced camera RGB to linear sRGB, rows summing to 1.
@@ -94,6 +101,7 @@ class RawImage:
     origin: tuple[int, int]
     black_level: tuple[float, float, float, float]
     white_level: float
+    saturation: float
     wb: np.ndarray
     wb_source: str
     ccm: np.ndarray
@@ -284,7 +292,24 @@ def _colour_matrix(raw) -> tuple[np.ndarray, str]:
     return np.eye(3, dtype=np.float32), "identity"
 
 
-def _decode(raw, path: Path) -> RawImage:
+def adjust_saturation(mosaic: np.ndarray, threshold: float) -> float:
+    """Rescale a normalised mosaic in place so that its brightest value becomes 1 (LibRaw's ``adjust_maximum``).
+
+    Args:
+        mosaic: float32 ``(H, W)`` mosaic in [0, 1], modified in place.
+        threshold: rescale only when the brightest value is above it (and below 1); 0 disables.
+
+    Returns:
+        the value divided by, 1.0 when the mosaic was left as it was.
+    """
+    peak = float(mosaic.max()) if mosaic.size else 0.0
+    if threshold <= 0 or not threshold < peak < 1.0:
+        return 1.0
+    np.divide(mosaic, np.float32(peak), out=mosaic)  # the brightest value becomes exactly 1
+    return peak
+
+
+def _decode(raw, path: Path, adjust_maximum: float) -> RawImage:
     """Inspect an open rawpy object and build the :class:`RawImage` (raises on non-Bayer data)."""
     cfa, sites = _bayer_pattern(raw)
     black = np.asarray(raw.black_level_per_channel, dtype=np.float64)
@@ -297,6 +322,7 @@ def _decode(raw, path: Path) -> RawImage:
     mosaic = normalise_mosaic(visible, cfa, black[sites], white)
     if mosaic.size == 0:
         raise ValueError(f"visible raw area of shape {visible.shape} is empty after alignment")
+    saturation = adjust_saturation(mosaic, adjust_maximum)
     desc = raw.color_desc.decode("ascii")
     wb, wb_source = wb_gains(raw.camera_whitebalance, desc), "camera"
     if wb is None:
@@ -311,6 +337,7 @@ def _decode(raw, path: Path) -> RawImage:
         origin=BAYER_RED_SITE[cfa],
         black_level=tuple(float(b) for b in black),
         white_level=white,
+        saturation=saturation,
         wb=wb,
         wb_source=wb_source,
         ccm=ccm,
@@ -318,11 +345,13 @@ def _decode(raw, path: Path) -> RawImage:
     )
 
 
-def read_raw(path: str | os.PathLike) -> RawImage:
+def read_raw(path: str | os.PathLike, adjust_maximum: float = 0.75) -> RawImage:
     """Read a Bayer camera raw file (any format LibRaw decodes: CR2, NEF, ARW, DNG, CRW, ...).
 
     Args:
         path: the raw file.
+        adjust_maximum: when the mosaic's brightest value (a fraction of the declared white level) lies between
+            this and 1, divide the mosaic by it (LibRaw's default threshold, 0.75); 0 keeps the declared level.
 
     Returns:
         a :class:`RawImage` with an RGGB-aligned float32 ``(H, W)`` mosaic in [0, 1].
@@ -334,6 +363,8 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     """
     import rawpy
 
+    if isinstance(adjust_maximum, bool) or not isinstance(adjust_maximum, (int, float)) or not 0 <= adjust_maximum < 1:
+        raise ValueError(f"read_raw: adjust_maximum must be a number in [0, 1), got {adjust_maximum!r}")
     path = Path(path)
     if path.is_dir():
         raise RawReadError(path, "is a directory, not a raw file")
@@ -347,7 +378,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
         raise RawReadError(path, "a plain TIFF image (no camera Make/Model or DNGVersion tag), not a camera raw file")
     try:
         with quiet_stderr(), rawpy.imread(str(path)) as raw:
-            image = _decode(raw, path)
+            image = _decode(raw, path, adjust_maximum)
     except rawpy.LibRawError as e:
         reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise RawReadError(path, f"LibRaw cannot decode it ({type(e).__name__}: {reason})") from e

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rawsr.camera import RAW_EXTENSIONS, RawReadError, read_raw
-from rawsr.config import ConfigError, require, require_choice, require_positive_int
+from rawsr.config import ConfigError, is_number, require, require_choice, require_positive_int
 from rawsr.imageio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,21 @@ class CacheRecipe:
         clean_factor: total downsampling from sensor pixels to HR pixels (area averaging); ``superpixel``
             already halves, so its factor must be even.
         dtype: ``"float16"`` or ``"uint16"`` (values scaled by 65535) for the cached image.
+        adjust_maximum: threshold of :func:`rawsr.camera.read_raw`'s white-level adjustment (LibRaw's default
+            0.75: clipped highlights reach 1 in every channel); 0 keeps each file's declared white level.
     """
 
     demosaic: str = "bilinear"
     clean_factor: int = 2
     dtype: str = "float16"
+    adjust_maximum: float = 0.75
 
     def __post_init__(self) -> None:
         require_choice(self.demosaic, "recipe.demosaic", ("bilinear", "superpixel"))
         require_positive_int(self.clean_factor, "recipe.clean_factor", even=self.demosaic == "superpixel")
         require_choice(self.dtype, "recipe.dtype", ("float16", "uint16"))
+        adjust = self.adjust_maximum
+        require(is_number(adjust) and 0 <= adjust < 1, "recipe.adjust_maximum", "a number in [0, 1)", adjust)
 
     def key(self) -> str:
         """A short hash of the recipe and the cache format: entries made otherwise are stale."""
@@ -149,7 +154,7 @@ def build_entry(source: Path, cache_dir: Path, recipe: CacheRecipe) -> Path:
         stamp = _source_stamp(source)  # taken before reading: a file changed meanwhile is rebuilt next time
     except OSError as e:
         raise RawReadError(source, f"cannot be read ({e.strerror or e})") from e
-    raw = read_raw(source)
+    raw = read_raw(source, adjust_maximum=recipe.adjust_maximum)
     if min(raw.mosaic.shape) < 2 * recipe.clean_factor:
         raise RawReadError(source, f"mosaic {raw.mosaic.shape} too small for clean_factor={recipe.clean_factor}")
     with torch.no_grad():
@@ -173,6 +178,7 @@ def build_entry(source: Path, cache_dir: Path, recipe: CacheRecipe) -> Path:
         "ccm_source": raw.ccm_source,
         "black_level": list(raw.black_level),
         "white_level": raw.white_level,
+        "saturation": raw.saturation,
     }
     npy = cache_dir / f"{stem}.npy"
     atomic_write(npy, lambda f: np.save(f, image))
