@@ -1,9 +1,14 @@
 """The camera pipeline, forward (render) and inverse (unprocess), after Brooks et al., "Unprocessing Images for
 Learned Raw Denoising", CVPR 2019.
 
-Forward: linear camera RGB -> white-balance gains -> colour-correction matrix (camera RGB to linear sRGB) ->
-clip to [0, 1] -> optional smoothstep tone curve -> sRGB OETF. :func:`render_srgb` is the one renderer used for
-targets, the LR reference, ablations and previews; :func:`unprocess` is its exact inverse on in-gamut pixels.
+Forward: linear camera RGB -> white-balance gains -> clip at the sensor's white -> colour-correction matrix
+(camera RGB to linear sRGB) -> clip to [0, 1] -> optional smoothstep tone curve -> sRGB OETF. :func:`render_srgb`
+is the one renderer used for targets, the LR reference, ablations and previews; :func:`unprocess` is its exact
+inverse on in-gamut pixels.
+
+Clipping the white-balanced camera RGB at 1 before the colour matrix is dcraw's and LibRaw's default highlight
+mode ("clip"): a pixel saturated in every raw channel, ``(1, 1, 1)``, becomes ``wb >= 1`` after white balance and
+would render pink (green lowest) through the matrix; clipped at 1 first, it renders white, as cameras show it.
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ def inverse_tone_map(y: torch.Tensor) -> torch.Tensor:
 
 
 def render_srgb(linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, tone: bool = False) -> torch.Tensor:
-    """Render linear camera RGB to display sRGB: gains, CCM, clip to [0, 1], optional tone curve, OETF.
+    """Render linear camera RGB to display sRGB: gains, clip at 1, CCM, clip to [0, 1], optional tone curve, OETF.
 
     Args:
         linear_cam: ``(B, 3, H, W)`` linear camera RGB (not white-balanced).
@@ -118,8 +123,11 @@ def render_srgb(linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, t
         ``(B, 3, H, W)`` sRGB in [0, 1].
     """
     _check_params(linear_cam, wb, ccm, "render_srgb")
-    # ccm @ diag(wb): gains and colour matrix in one pass over the pixels.
-    lin = apply_ccm(linear_cam, ccm.to(linear_cam) * wb.to(linear_cam)[:, None, :]).clamp(0.0, 1.0)
+    # Clipping the white-balanced value at 1 (module docstring) is clipping the camera value at 1 / wb; the gains
+    # then fold into the matrix, ccm @ diag(wb): two passes over the pixels instead of four.
+    wb = wb.to(linear_cam)
+    clipped = torch.minimum(linear_cam, (1.0 / wb)[:, :, None, None])
+    lin = apply_ccm(clipped, ccm.to(linear_cam) * wb[:, None, :]).clamp_(0.0, 1.0)
     if tone:
         lin = tone_map(lin)
     return linear_rgb_to_rgb(lin)
@@ -128,8 +136,10 @@ def render_srgb(linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, t
 def unprocess(srgb: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, tone: bool = False) -> torch.Tensor:
     """Invert :func:`render_srgb`: inverse OETF, optional inverse tone curve, inverse CCM, inverse gains.
 
-    ``render_srgb(unprocess(x)) == x`` for every x in [0, 1]; ``unprocess(render_srgb(c)) == c`` wherever the
-    rendered linear sRGB of c was in [0, 1] (in gamut).
+    ``render_srgb(unprocess(x)) == x`` for every x in [0, 1] whose white-balanced camera RGB ``inv(ccm) @ lin``
+    is at most 1 (all but a few saturated colours: the inverse matrix's rows sum to 1 with small negative
+    entries); ``unprocess(render_srgb(c)) == c`` wherever ``wb * c <= 1`` and the rendered linear sRGB of c was
+    in [0, 1] (in gamut).
 
     Args:
         srgb: ``(B, 3, H, W)`` sRGB in [0, 1].
