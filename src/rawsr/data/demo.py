@@ -4,6 +4,13 @@ Nothing is downloaded. Each sRGB photograph is turned into linear camera RGB by 
 (:func:`rawsr.degradation.isp.unprocess`, Brooks et al. 2019) with white-balance gains and a colour matrix sampled
 per crop, so that the simulation sees the same kind of input as it does from a real camera. The train/validation
 split is fixed by image: no validation photograph is ever seen in training.
+
+An 8-bit photograph holds no sensor clipping: its white unprocesses to ``1 / wb`` in red and blue, below the
+sensor's white. Real raw files clip bright lights at 1 in every channel, which the network must learn to render
+white. Each crop is therefore brightened by an exposure gain drawn log-uniformly from ``exposure`` and clipped
+to [0, 1], as a sensor records it. A white above the sensor's white in every channel needs a gain above the red
+white-balance gain (1.9 to 2.4): the project default ``[1, 4]`` (up to two stops) clips some pixels of about a third
+of the training crops in every channel; ``[1, 1]`` turns it off.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rawsr.config import require, require_choice, require_positive_int
+from rawsr.config import require, require_choice, require_positive_int, require_range
 from rawsr.degradation.isp import sample_camera, unprocess
 
 #: Photographs used for training and validation (names of ``skimage.data`` functions).
@@ -55,6 +62,8 @@ class DemoImages(Dataset):
         val_crops: side of the fixed validation crops in LR pixels (a multiple of 4, at least ``crop``);
             validation then exercises the overlapping-tile inference.
         tone: whether the unprocessing inverts a tone curve as well (project default: no).
+        exposure: ``[low, high]`` range of the exposure gain (log-uniform, drawn per crop, ``low >= 1``) applied
+            to the linear camera RGB before clipping it to [0, 1] (module docstring).
 
     Each item is ``{"hr_linear": (3, S, S), "wb": (3,), "ccm": (3, 3), "index": int}`` with ``S = scale * crop`` for
     training and ``S = scale * val_crops`` for validation. Validation items are identical at every call.
@@ -69,6 +78,7 @@ class DemoImages(Dataset):
         samples_per_epoch: int = 512,
         val_crops: int = 128,
         tone: bool = False,
+        exposure: Sequence[float] = (1.0, 4.0),
     ) -> None:
         require_choice(split, "data.<split>.split", ("train", "val"))
         require_positive_int(scale, "data.scale")
@@ -82,6 +92,7 @@ class DemoImages(Dataset):
         )
         self.split, self.scale, self.crop = split, scale, crop
         self.samples_per_epoch, self.tone = samples_per_epoch, tone
+        self.exposure = require_range(exposure, f"data.{split}.exposure", 1.0, None)
         names = tuple(images) if images is not None else (TRAIN_IMAGES if split == "train" else VAL_IMAGES)
         require(len(names) > 0, f"data.{split}.images", "at least one image name", names)
         side = scale * (crop if split == "train" else val_crops)
@@ -121,4 +132,7 @@ class DemoImages(Dataset):
         srgb = self._crop(index, generator)
         wb, ccm = sample_camera(generator, 1, srgb.device, srgb.dtype)
         linear = unprocess(srgb[None], wb, ccm, tone=self.tone)[0]
+        low, high = torch.tensor(self.exposure, dtype=torch.float64).log()
+        gain = (low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64)).exp()
+        linear = (linear * gain.to(linear.dtype)).clamp(0.0, 1.0)  # the sensor clips at its white level
         return {"hr_linear": linear.contiguous(), "wb": wb[0], "ccm": ccm[0], "index": index}
