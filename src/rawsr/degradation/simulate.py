@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from kornia.enhance import jpeg_codec_differentiable
 
 from rawsr.config import require, require_bool, require_choice, require_keys, require_range
 
 from .isp import demosaic, render_srgb
+from .jpeg import JPEG_CODECS, jpeg_compress
 from .kernels import (
     DOWNSAMPLE_MODES,
     KernelSampler,
@@ -61,7 +61,9 @@ class Degradation:
         reference: LR colour reference settings: ``source`` (``degraded``: demosaic of the noisy mosaic, as at
             real-image test time; ``clean``: the blurred, downsampled linear image before mosaicking and noise),
             ``bits`` (quantisation of the rendered reference, default 8), ``jpeg`` (null, or a ``[low, high]``
-            quality range drawn per image for JPEG compression).
+            quality range drawn per image for JPEG compression), ``jpeg_codec`` (``auto``: libjpeg for CPU
+            batches, kornia's batched codec on accelerators; or ``libjpeg`` / ``kornia``, see
+            :mod:`rawsr.degradation.jpeg`).
         tone: apply the smoothstep tone curve when rendering the target and the reference.
 
     Calling it with ``batch`` and ``seeds`` returns a new dict (all fp32, on the batch's device):
@@ -104,18 +106,20 @@ class Degradation:
         self.bits = _require_bits(bits, "degradation.bits", optional=True)
         self.clip = require_bool(clip, "degradation.clip")
         self.tone = require_bool(tone, "degradation.tone")
-        ref = require_keys(_plain(reference) or {}, "degradation.reference", ("source", "bits", "jpeg"))
+        ref = require_keys(_plain(reference) or {}, "degradation.reference", ("source", "bits", "jpeg", "jpeg_codec"))
         self.ref_source = ref.get("source", "degraded")
         require_choice(self.ref_source, "degradation.reference.source", REFERENCE_SOURCES)
         self.ref_bits = _require_bits(ref.get("bits", 8), "degradation.reference.bits", optional=False)
         jpeg = ref.get("jpeg")
         self.jpeg = None if jpeg is None else require_range(jpeg, "degradation.reference.jpeg", 1.0, 100.0)
+        self.jpeg_codec = ref.get("jpeg_codec", "auto")
+        require_choice(self.jpeg_codec, "degradation.reference.jpeg_codec", JPEG_CODECS)
 
     def __repr__(self) -> str:
         return (
             f"Degradation(scale={self.scale}, kernel={self.kernels.mode}/{self.kernels.size}, "
             f"downsample={self.downsample}, bits={self.bits}, clip={self.clip}, tone={self.tone}, "
-            f"reference={self.ref_source}/{self.ref_bits}/jpeg={self.jpeg})"
+            f"reference={self.ref_source}/{self.ref_bits}/jpeg={self.jpeg}/{self.jpeg_codec})"
         )
 
     def _check_batch(self, batch: Mapping, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -164,7 +168,7 @@ class Degradation:
             ref = quantise(render_srgb(source, wb, ccm, self.tone), self.ref_bits)
             if self.jpeg is not None:
                 quality = lerp_range(u[:, -1], self.jpeg).round()
-                ref = quantise(jpeg_codec_differentiable(ref, quality).clamp(0.0, 1.0), self.ref_bits)
+                ref = quantise(jpeg_compress(ref, quality, self.jpeg_codec), self.ref_bits)
 
             return {
                 "lr_raw": raw,
