@@ -340,10 +340,11 @@ def blur_downsample(x: torch.Tensor, kernels: torch.Tensor, scale: int, mode: st
     if mode == "area":
         box = torch.full((b, scale, scale), 1.0 / scale**2, device=x.device, dtype=x.dtype)
         weight = convolve_kernels(weight, box)
-    padded = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    weight = weight.repeat_interleave(c, dim=0)[:, None]
-    out = F.conv2d(padded, weight, stride=scale, groups=b * c)
-    return out[..., : h // scale, : w // scale].reshape(b, c, h // scale, w // scale)
+    # Channels as the convolution's batch and samples as its groups: the C planes of a sample share one weight,
+    # which the CPU backend exploits (about twice as fast as one group per plane at C = 3).
+    padded = F.pad(x.transpose(0, 1), (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(padded, weight[:, None], stride=scale, groups=b)
+    return out[..., : h // scale, : w // scale].transpose(0, 1).contiguous()
 
 
 def dihedral(kernels: torch.Tensor) -> torch.Tensor:
