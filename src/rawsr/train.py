@@ -77,7 +77,8 @@ def save_final_checkpoint(trainer: Any) -> None:
         return
     if trainer.interrupted:
         return
-    trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
+    path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+    trainer.save_checkpoint(path, weights_only=False)  # the whole state, for resume=true
 
 
 def train(cfg: DictConfig) -> float | None:
