@@ -192,6 +192,7 @@ def test_half_precision_input_and_autocast_give_fp32():
         ({"downsample": "nearest"}, "degradation.downsample"),
         ({"bits": 0}, "degradation.bits"),
         ({"clip": "yes"}, "degradation.clip"),
+        ({"compile": "fast"}, "degradation.compile"),
         ({"reference": {"jpeg": [0, 120]}}, "degradation.reference.jpeg"),
         ({"reference": {"source": "noisy"}}, "degradation.reference.source"),
         ({"reference": {"bit": 8}}, "degradation.reference.bit"),
@@ -225,3 +226,39 @@ def test_presets_compose_and_run(compose_train, preset):
     assert out["kernel"].shape[-1] == deg.kernels.size
     expected_mode = "nonblind" if preset == "nonblind" else "blind"
     assert deg.kernels.mode == expected_mode
+
+
+@pytest.mark.slow
+def test_compiled_renderer_gives_the_eager_outputs():
+    eager = Degradation(2, KERNEL, NOISE, reference={"jpeg": [70, 90]})
+    compiled = Degradation(2, KERNEL, NOISE, reference={"jpeg": [70, 90]}, compile=True)
+    batch, seeds = _batch(3, 32), torch.tensor([3, 4, 5])
+    expected, got = eager(batch, seeds), compiled(batch, seeds)
+    assert compiled.compile, "compilation fell back to eager"
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(compiled))  # data-loader workers and DDP launchers pickle the data module
+    assert clone.compile and clone._compiled is None
+    torch.testing.assert_close(clone(batch, seeds)["hr_srgb"], expected["hr_srgb"], atol=1e-6, rtol=0)
+
+
+def test_failed_compilation_warns_once_and_renders_eagerly(monkeypatch, caplog):
+    def broken(fn):
+        def call(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    deg = Degradation(2, KERNEL, NOISE, compile=True)
+    batch, seeds = _batch(2, 32), torch.tensor([1, 2])
+    with caplog.at_level("WARNING", logger="rawsr.degradation.simulate"):
+        out = deg(batch, seeds)
+        deg(batch, seeds)
+    messages = [r.getMessage() for r in caplog.records if "degradation.compile" in r.getMessage()]
+    assert len(messages) == 1 and "no C++ compiler" in messages[0]
+    assert not deg.compile
+    expected = Degradation(2, KERNEL, NOISE)(batch, seeds)
+    assert all(torch.equal(out[k], expected[k]) for k in out)

@@ -8,7 +8,8 @@ whatever device the batch is on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ from .mosaic import mosaic_rggb
 from .noise import NoiseSampler, add_noise, quantise
 
 REFERENCE_SOURCES = ("degraded", "clean")
+
+log = logging.getLogger(__name__)
 
 
 def _plain(cfg: Any) -> Any:
@@ -65,6 +68,10 @@ class Degradation:
             batches, kornia's batched codec on accelerators; or ``libjpeg`` / ``kornia``, see
             :mod:`rawsr.degradation.jpeg`).
         tone: apply the smoothstep tone curve when rendering the target and the reference.
+        compile: run the renderer (the chain of element-wise passes that makes the HR target and the reference,
+            most of the simulation's time on a CPU) through ``torch.compile``, which fuses it into one loop. Each
+            new batch shape costs a one-time compilation (about 20 s on a CPU); where compilation fails (no C++
+            compiler, an unsupported device) a warning says so once and the renderer runs eagerly.
 
     Calling it with ``batch`` and ``seeds`` returns a new dict (all fp32, on the batch's device):
 
@@ -91,6 +98,7 @@ class Degradation:
         clip: bool = True,
         reference: dict | None = None,
         tone: bool = False,
+        compile: bool = False,
     ):
         require(
             isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1,
@@ -106,6 +114,8 @@ class Degradation:
         self.bits = _require_bits(bits, "degradation.bits", optional=True)
         self.clip = require_bool(clip, "degradation.clip")
         self.tone = require_bool(tone, "degradation.tone")
+        self.compile = require_bool(compile, "degradation.compile")
+        self._compiled: Callable | None = None
         ref = require_keys(_plain(reference) or {}, "degradation.reference", ("source", "bits", "jpeg", "jpeg_codec"))
         self.ref_source = ref.get("source", "degraded")
         require_choice(self.ref_source, "degradation.reference.source", REFERENCE_SOURCES)
@@ -119,7 +129,7 @@ class Degradation:
         return (
             f"Degradation(scale={self.scale}, kernel={self.kernels.mode}/{self.kernels.size}, "
             f"downsample={self.downsample}, bits={self.bits}, clip={self.clip}, tone={self.tone}, "
-            f"reference={self.ref_source}/{self.ref_bits}/jpeg={self.jpeg}/{self.jpeg_codec})"
+            f"reference={self.ref_source}/{self.ref_bits}/jpeg={self.jpeg}/{self.jpeg_codec}, compile={self.compile})"
         )
 
     def _check_batch(self, batch: Mapping, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -144,6 +154,22 @@ class Degradation:
             raise ValueError(f"Degradation: seeds must be an integer tensor of shape ({b},), got {shape}")
         return hr, wb.to(hr.device), ccm.to(hr.device)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_compiled": None}  # compiled functions do not pickle; compile again on use
+
+    def render(self, linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+        """:func:`rawsr.degradation.isp.render_srgb` with this simulation's tone setting, compiled if configured."""
+        if not self.compile:
+            return render_srgb(linear_cam, wb, ccm, self.tone)
+        if self._compiled is None:
+            self._compiled = torch.compile(render_srgb)
+        try:
+            return self._compiled(linear_cam, wb, ccm, self.tone)
+        except Exception as error:  # the backend's failures have no common type (compiler, device, platform)
+            log.warning("degradation.compile: torch.compile failed, rendering eagerly from now on (%s)", error)
+            self.compile = False
+            return render_srgb(linear_cam, wb, ccm, self.tone)
+
     @torch.no_grad()
     def __call__(self, batch: dict, seeds: torch.Tensor) -> dict:
         """Degrade a batch; see the class docstring for the keys. ``seeds``: ``(B,)`` int64, one per sample."""
@@ -165,7 +191,7 @@ class Degradation:
                 raw = quantise(raw, self.bits)
 
             source = demosaic(raw) if self.ref_source == "degraded" else lr_linear
-            ref = quantise(render_srgb(source, wb, ccm, self.tone), self.ref_bits)
+            ref = quantise(self.render(source, wb, ccm), self.ref_bits)
             if self.jpeg is not None:
                 quality = lerp_range(u[:, -1], self.jpeg).round()
                 ref = quantise(jpeg_compress(ref, quality, self.jpeg_codec), self.ref_bits)
@@ -173,7 +199,7 @@ class Degradation:
             return {
                 "lr_raw": raw,
                 "lr_ref": ref,
-                "hr_srgb": render_srgb(hr, wb, ccm, self.tone),
+                "hr_srgb": self.render(hr, wb, ccm),
                 "hr_linear": hr,
                 "wb": wb,
                 "ccm": ccm,
