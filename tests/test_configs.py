@@ -66,6 +66,24 @@ def test_bad_value_is_refused_naming_the_key(compose_train, override, key):
         instantiate_all(cfg)
 
 
+def test_threads_key_sets_torch_threads_and_refuses_bad_values(compose_train):
+    import torch
+
+    from rawsr.train import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(compose_train("threads=1").threads)
+        assert torch.get_num_threads() == 1
+        set_threads(compose_train().threads)  # null: left as it is
+        assert torch.get_num_threads() == 1
+        for bad in (0, -2, 1.5, "two"):
+            with pytest.raises(ConfigError, match="'threads'"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_ablation_runs_get_their_own_folder_and_share_the_dashboard_group(compose_train):
     cfg = compose_train("experiment=x4_blind", "ablation=no_fusion", "logger=wandb")
     assert cfg.run_name == "x4_blind-no_fusion" and cfg.model.net.fusion is False

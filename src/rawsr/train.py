@@ -13,12 +13,22 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rawsr.config import ConfigError, config_dir, instantiate
+from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int
 
 log = logging.getLogger("rawsr.train")
 
 #: Config keys under ``data`` that name a dataset location and must exist before anything heavy starts.
 PATH_KEYS = ("root", "cache_dir", "input_dir")
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads for this process (``threads`` config key); ``None`` keeps torch's default."""
+    if threads is None:
+        return
+    require_positive_int(threads, "threads")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def check_data_paths(data: DictConfig, prefix: str = "data") -> None:
@@ -85,6 +95,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
     check_data_paths(cfg.data)
     ckpt_path = resolve_checkpoint(cfg)
+    set_threads(cfg.get("threads"))
 
     import lightning as L
 
