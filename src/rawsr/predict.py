@@ -34,8 +34,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from rawsr.camera import RAW_EXTENSIONS
-from rawsr.config import ConfigError, config_dir, is_number, require, require_choice, require_positive_int
+from rawsr.camera import RAW_EXTENSIONS, check_adjust_maximum
+from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,8 +294,7 @@ def check_config(cfg: DictConfig) -> None:
     require(device in ("auto", "cpu") or device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", device)
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
-    adjust = cfg.adjust_maximum
-    require(is_number(adjust) and 0 <= adjust < 1, "adjust_maximum", "a number in [0, 1)", adjust)
+    check_adjust_maximum(cfg.adjust_maximum, "adjust_maximum")
     overlap = cfg.overlap
     require(overlap is None or (isinstance(overlap, int) and overlap >= 0), "overlap", "null or an int >= 0", overlap)
     require(

@@ -9,9 +9,8 @@
   (``adjust_maximum_thr = 0.75``), when the brightest value of the mosaic lies between ``adjust_maximum`` and 1
   the mosaic is divided by it, so that clipped highlights reach 1 in every channel and render white rather than
   pink. ``saturation`` records that brightest value (1.0 when no adjustment was made). The mosaic is aligned so
-  that its
-  top-left 2x2 cell is R, G, G, B whatever the sensor's pattern: one row and/or one column is dropped for BGGR,
-  GRBG and GBRG sensors (no demosaicing or re-mosaicing), then H and W are trimmed to even sizes.
+  that its top-left 2x2 cell is R, G, G, B whatever the sensor's pattern: one row and/or one column is dropped for
+  BGGR, GRBG and GBRG sensors (no demosaicing or re-mosaicing), then H and W are trimmed to even sizes.
 * ``wb``: camera white-balance gains (R, G, B) with G = 1, from the file's as-shot white balance; when the file
   has none (LibRaw reports -1 or 0), from LibRaw's daylight multipliers; failing both, a grey-world estimate on
   the mosaic. ``wb_source`` says which.
@@ -34,8 +33,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from rawsr.config import is_number, require
 
 #: Linear sRGB (D65) to CIE XYZ, IEC 61966-2-1.
 XYZ_FROM_SRGB = np.array(
@@ -292,6 +294,11 @@ def _colour_matrix(raw) -> tuple[np.ndarray, str]:
     return np.eye(3, dtype=np.float32), "identity"
 
 
+def check_adjust_maximum(value: Any, key: str = "adjust_maximum") -> None:
+    """Refuse an ``adjust_maximum`` threshold that is not a number in [0, 1), with a ConfigError naming ``key``."""
+    require(is_number(value) and 0 <= value < 1, key, "a number in [0, 1)", value)
+
+
 def adjust_saturation(mosaic: np.ndarray, threshold: float) -> float:
     """Rescale a normalised mosaic in place so that its brightest value becomes 1 (LibRaw's ``adjust_maximum``).
 
@@ -357,14 +364,14 @@ def read_raw(path: str | os.PathLike, adjust_maximum: float = 0.75) -> RawImage:
         a :class:`RawImage` with an RGGB-aligned float32 ``(H, W)`` mosaic in [0, 1].
 
     Raises:
+        rawsr.config.ConfigError: ``adjust_maximum`` is not a number in [0, 1).
         RawReadError: the path is missing, unreadable or a directory; LibRaw cannot decode it; it is truncated
             or corrupt; the sensor is not an RGB Bayer sensor (X-Trans, Foveon, linear DNG, monochrome, Kodak
             YRGB, ...); or it is a plain TIFF image rather than a camera raw file.
     """
     import rawpy
 
-    if isinstance(adjust_maximum, bool) or not isinstance(adjust_maximum, (int, float)) or not 0 <= adjust_maximum < 1:
-        raise ValueError(f"read_raw: adjust_maximum must be a number in [0, 1), got {adjust_maximum!r}")
+    check_adjust_maximum(adjust_maximum)
     path = Path(path)
     if path.is_dir():
         raise RawReadError(path, "is a directory, not a raw file")

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from rawsr.camera import RAW_EXTENSIONS, RawReadError, read_raw
-from rawsr.config import ConfigError, is_number, require, require_choice, require_positive_int
+from rawsr.camera import RAW_EXTENSIONS, RawReadError, check_adjust_maximum, read_raw
+from rawsr.config import ConfigError, require, require_choice, require_positive_int
 from rawsr.imageio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class CacheRecipe:
         require_choice(self.demosaic, "recipe.demosaic", ("bilinear", "superpixel"))
         require_positive_int(self.clean_factor, "recipe.clean_factor", even=self.demosaic == "superpixel")
         require_choice(self.dtype, "recipe.dtype", ("float16", "uint16"))
-        adjust = self.adjust_maximum
-        require(is_number(adjust) and 0 <= adjust < 1, "recipe.adjust_maximum", "a number in [0, 1)", adjust)
+        check_adjust_maximum(self.adjust_maximum, "recipe.adjust_maximum")
 
     def key(self) -> str:
         """A short hash of the recipe and the cache format: entries made otherwise are stale."""
