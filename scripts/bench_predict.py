@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from rawsr.camera import write_dng
+from rawsr.inference import render_reference, tile_function, to_uint16
+from rawsr.inference.tiling import tiled_rows
 from rawsr.model import RawSRNet
-from rawsr.predict import make_tile_fn, render_reference, to_uint16
-from rawsr.tiling import tiled_rows
 
 PAPER_X2 = {"scale": 2, "width": 128, "growth": 16, "dense_layers": 8}
 PAPER_TILE = 256
@@ -73,7 +73,7 @@ def throughput(device: torch.device, bf16: bool, megapixels: float, budget: floa
     ref = render_reference(mosaic, wb, ccm)
     torch.manual_seed(0)
     net = RawSRNet(**PAPER_X2).to(device).eval()
-    fn = make_tile_fn(net, device, "bf16" if bf16 else "32", wb, ccm)
+    fn = tile_function(net, wb, ccm, device=device, precision="bf16" if bf16 else "32")
     raw_t, ref_t = torch.from_numpy(mosaic)[None, None], torch.from_numpy(ref).permute(2, 0, 1)[None]
     fn(raw_t[..., :PAPER_TILE, :PAPER_TILE], ref_t[..., :PAPER_TILE, :PAPER_TILE])  # warm-up
     if device.type == "cuda":

@@ -25,10 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
-from rawsr.callbacks import ReproducibleResume
 from rawsr.config import config_dir, instantiate
 from rawsr.data import RawSRDataModule
-from rawsr.module import RawSRModule
+from rawsr.training import RawSRModule, ReproducibleResume
 
 
 def parse_args() -> argparse.Namespace:

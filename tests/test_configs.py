@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from rawsr.cli import check_data_paths
 from rawsr.config import ConfigError, config_dir
-from rawsr.train import check_data_paths, instantiate_all
+from rawsr.train import instantiate_all
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 PAPER = {"x2_blind": (2, 256), "x4_blind": (4, 128), "x2_nonblind": (2, 256), "x4_nonblind": (4, 128)}

@@ -7,7 +7,7 @@ import torch
 
 from rawsr.config import ConfigError
 from rawsr.data.demo import TRAIN_IMAGES, VAL_IMAGES, DemoImages
-from rawsr.degradation import render_srgb
+from rawsr.imaging import render_srgb
 
 
 def test_splits_are_disjoint_and_validation_is_fixed():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from rawsr.config import ConfigError
 from rawsr.evaluate import evaluate, luma_bt601, score
-from rawsr.module import RawSRModule, load_checkpoint
+from rawsr.training import RawSRModule, load_checkpoint
 
 NARROW = {"scale": 2, "width": 16, "growth": 8, "dense_layers": 2}
 

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from rawsr.degradation import (
+from rawsr.degradation import sample_camera
+from rawsr.degradation.cameras import XYZ2CAMS
+from rawsr.imaging import (
+    XYZ_FROM_SRGB,
     apply_ccm,
     apply_gains,
     inverse_tone_map,
     linear_to_srgb,
     render_srgb,
-    sample_camera,
     srgb_to_linear,
     tone_map,
     unprocess,
 )
-from rawsr.degradation.isp import RGB2XYZ, XYZ2CAMS
 
 
 def _camera(batch=3, seed=0, dtype=torch.float64):
@@ -137,7 +138,7 @@ def test_sample_camera_follows_brooks_priors():
 
 def test_sample_camera_ccm_inverts_a_convex_combination_of_the_published_matrices():
     # inv(ccm) must equal diag(d) @ sum_n w_n M_n with w >= 0, sum w = 1, M_n = xyz2cam_n @ rgb2xyz.
-    mats = np.einsum("nij,jk->nik", np.array(XYZ2CAMS), np.array(RGB2XYZ))
+    mats = np.einsum("nij,jk->nik", np.array(XYZ2CAMS), np.array(XYZ_FROM_SRGB))
     _, ccm = _camera(5, seed=11)
     for rgb2cam in np.linalg.inv(ccm.numpy()):
         rows = []

@@ -32,7 +32,7 @@ def synthetic_dng(folder: Path) -> Path:
 
 
 def test_legacy_checkpoint_forward_is_unchanged():
-    from rawsr.module import load_checkpoint
+    from rawsr.training import load_checkpoint
 
     module = load_checkpoint(CKPT)
     expected = np.load(LEGACY / "expected_forward.npz")

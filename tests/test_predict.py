@@ -18,8 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rawsr.imageio import Preview, write_image, write_preview, write_rows
-from rawsr.predict import find_inputs, prefetch, render_reference, run
+from rawsr.inference import prefetch, render_reference
+from rawsr.predict import find_inputs, run
+from rawsr.writers import Preview, write_image, write_preview, write_rows
 
 RAW_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw-samples"
 NARROW = {"width": 16, "growth": 8, "dense_layers": 2}
@@ -288,7 +289,7 @@ def test_colour_pipeline_and_bayer_alignment_for_all_patterns(tmp_path, monkeypa
     codes = np.round(black + levels * (white - black))
     quantised = (codes - black) / (white - black)
     stub = StubModule(UpsampleReference(2, tuple(quantised[[0, 1, 1, 2]])), scale=2, tile=16)
-    monkeypatch.setattr("rawsr.module.load_checkpoint", lambda path, map_location="cpu": stub)
+    monkeypatch.setattr("rawsr.training.load_checkpoint", lambda path, map_location="cpu": stub)
     (tmp_path / "model.ckpt").write_bytes(b"stub")
     flat = np.broadcast_to(levels, (42, 37, 3))
     for cfa in SENSOR_RED_SITE:
@@ -356,7 +357,7 @@ def test_nan_output_is_reported_not_written(tmp_path, monkeypatch, capsys):
         def forward(self, raw, ref, wb=None, ccm=None):
             return {"srgb": super().forward(raw, ref, wb, ccm)["srgb"] * float("nan")}
 
-    monkeypatch.setattr("rawsr.module.load_checkpoint", lambda path, map_location="cpu": StubModule(NaNNet(2), 2, 16))
+    monkeypatch.setattr("rawsr.training.load_checkpoint", lambda path, map_location="cpu": StubModule(NaNNet(2), 2, 16))
     (tmp_path / "model.ckpt").write_bytes(b"stub")
     write_bayer_dng(tmp_path / "a.dng", linear_scene(32, 32), "RGGB")
     cfg = compose(f"ckpt_path={tmp_path / 'model.ckpt'}", f"input={tmp_path / 'a.dng'}", f"output_dir={tmp_path / 'o'}")

@@ -20,20 +20,13 @@ import pytest
 import torch
 import yaml
 
-from rawsr.callbacks import (
-    AtomicCheckpointIO,
-    HydraDDPStrategy,
-    ReproducibleResume,
-    hydra_child_command,
-    progress_bar,
-    rng_states,
-    set_rng_states,
-    to_uint8,
-)
 from rawsr.config import ConfigError, instantiate
-from rawsr.loggers import RUN_ID_FILE, resolve_wandb_mode, run_id, wandb_logger
-from rawsr.module import load_checkpoint
 from rawsr.train import instantiate_all
+from rawsr.training import AtomicCheckpointIO, HydraDDPStrategy, ReproducibleResume, load_checkpoint, progress_bar
+from rawsr.training.ddp import hydra_child_command
+from rawsr.training.loggers import RUN_ID_FILE, resolve_wandb_mode, run_id, wandb_logger
+from rawsr.training.panels import to_uint8
+from rawsr.training.resume import rng_states, set_rng_states
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
 SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32")
@@ -202,7 +195,7 @@ def test_atomic_checkpoint_survives_sigkill_mid_write(tmp_path):
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.arange(10)}, target)
     script = (
-        "import sys, torch; from rawsr.callbacks import AtomicCheckpointIO; "
+        "import sys, torch; from rawsr.training import AtomicCheckpointIO; "
         "AtomicCheckpointIO().save_checkpoint({'step': 2, 'w': torch.ones(2**26)}, sys.argv[1])"
     )
     writer = subprocess.Popen([sys.executable, "-c", script, str(target)], env=_env(tmp_path))
@@ -228,7 +221,7 @@ def test_kill_mid_epoch_and_resume_matches_the_uninterrupted_run(tmp_path):
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
         "callbacks.step_checkpoint.every_n_train_steps=3",
-        "model.scheduler={_target_:rawsr.module.PaperSchedule,decay:0.5,decay_epochs:20,final_lr:1e-5}",
+        "model.scheduler={_target_:rawsr.training.PaperSchedule,decay:0.5,decay_epochs:20,final_lr:1e-5}",
     )
     env = _env(tmp_path)
     command = [sys.executable, "-m", "rawsr.train", *args]
@@ -487,7 +480,7 @@ def test_scale_configs_compose(compose_train):
 
 
 def test_csv_logger_keeps_the_rows_of_a_run_it_resumes(tmp_path):
-    from rawsr.loggers import ResumableCSVLogger
+    from rawsr.training.loggers import ResumableCSVLogger
 
     first = ResumableCSVLogger(tmp_path, name="csv", version="")
     first.log_metrics({"train/loss": 0.5}, step=0)

@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from scipy import ndimage
 
 from rawsr.config import ConfigError
-from rawsr.degradation import Degradation, demosaic, render_srgb, sample_camera
+from rawsr.degradation import Degradation, sample_camera
 from rawsr.degradation.noise import quantise
+from rawsr.imaging import demosaic, render_srgb
 
 KERNEL = {
     "mode": "blind",

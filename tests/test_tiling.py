@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rawsr.tiling import blend_window, tile_starts, tiled_forward, tiled_rows
+from rawsr.inference.tiling import blend_window, tile_starts, tiled_forward, tiled_rows
 
 
 def upsample_ref(scale: int):
@@ -189,7 +189,7 @@ def test_streaming_yields_rows_before_the_last_tile_row_runs():
 
 def test_streaming_band_stays_bounded():
     """The accumulator holds one tile of output rows, allocated once, however tall the image."""
-    from rawsr import tiling
+    from rawsr.inference import tiling
 
     seen = []
     original = tiling._Accumulator.add

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rawsr.module import RawSRModule, load_checkpoint
 from rawsr.train import instantiate_all, train
+from rawsr.training import RawSRModule, load_checkpoint
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
 SMALL_DATA = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=64")

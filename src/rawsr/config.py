@@ -8,6 +8,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+SCALES = (2, 3, 4)
+"""The super-resolution factors rawsr builds networks, data and simulations for (the paper's are 2 and 4; 3 uses
+this project's generalised geometry for the colour branch's last deconvolution, see
+:func:`rawsr.model.blocks.deconv_geometry`)."""
+
 
 class ConfigError(ValueError):
     """A config value is missing or out of range; the message names the key and what was expected."""
@@ -42,6 +47,13 @@ def require_choice(value: Any, key: str, choices: Iterable[Any]) -> None:
 def require_positive_int(value: Any, key: str, *, even: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0 and (not even or value % 2 == 0)
     require(ok, key, "a positive even integer" if even else "a positive integer", value)
+
+
+def require_scale(value: Any, key: str) -> int:
+    """Return ``value`` if it is one of :data:`SCALES`, else raise naming ``key``."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value in SCALES
+    require(ok, key, f"a super-resolution factor in {list(SCALES)}", value)
+    return value
 
 
 def is_number(v: Any) -> bool:

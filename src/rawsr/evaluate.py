@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from rawsr.cli import check_data_paths
 from rawsr.config import ConfigError, config_dir, instantiate, require_choice
-from rawsr.imageio import atomic_path, write_image
+from rawsr.writers import atomic_path, write_image
 
 log = logging.getLogger("rawsr.evaluate")
 
@@ -81,7 +82,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     ``summary.csv`` to the run folder (and images when ``save_images``).
     """
 
-    from rawsr.module import load_checkpoint
+    from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
     require_choice(cfg.blend, "blend", ("mean", "linear"))
@@ -103,8 +104,6 @@ def evaluate(cfg: DictConfig) -> list[dict]:
                 f"compare: {name} is x{module.scale} with tile {module.tile}, but ckpt_path is "
                 f"x{first.scale} with tile {first.tile}; tables compare models on the same images"
             )
-
-    from rawsr.train import check_data_paths
 
     check_data_paths(cfg.data)
     with open_dict(cfg):  # the checkpoint decides the scale and the tile

@@ -9,8 +9,8 @@ For each raw file:
 2. The colour reference at LR is the camera's own rendering of the same mosaic: bilinear demosaic, camera
    white-balance gains, colour matrix, sRGB OETF, quantised to 8 bits (:func:`render_reference`). The
    released code uses LibRaw's default rendering instead; this project uses the same pipeline as its
-   training data (:mod:`rawsr.degradation.isp`), so training and inference references match.
-3. The network runs on tiles of the checkpoint's training crop (:mod:`rawsr.tiling`), streamed by rows: the
+   training data (:mod:`rawsr.imaging`), so training and inference references match.
+3. The network runs on tiles of the checkpoint's training crop (:mod:`rawsr.inference.tiling`), streamed by rows: the
    full-size HR image is never held; output rows go straight to a 16-bit PNG or TIFF and to a small 8-bit
    preview, both written atomically.
 
@@ -21,10 +21,8 @@ is 1 when any file was skipped, 2 for a bad config.
 from __future__ import annotations
 
 import logging
-import queue
 import sys
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,24 +34,18 @@ from omegaconf.errors import MissingMandatoryValue
 
 from rawsr.camera import RAW_EXTENSIONS, check_adjust_maximum
 from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
+from rawsr.inference.super_resolve import PRECISIONS
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from rawsr.tiling import TileFn
 
 log = logging.getLogger("rawsr.predict")
 T = TypeVar("T")
 
 
 OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif"}
-PRECISIONS = ("32", "bf16")
-REFERENCE_BAND_PIXELS = 1 << 18
-"""LR pixels rendered at a time by :func:`render_reference` (its float temporaries take about 180 bytes per
-pixel, so about 45 MiB whatever the image size)."""
-DEMOSAIC_HALO = 4
-"""Extra LR rows above and below each band; bilinear demosaicing reads one row either side."""
 
 
 @dataclass
@@ -98,126 +90,6 @@ def trim_even(mosaic: np.ndarray) -> np.ndarray:
     return mosaic[: h - h % 2, : w - w % 2]
 
 
-def render_reference(
-    mosaic: np.ndarray,
-    wb: np.ndarray,
-    ccm: np.ndarray,
-    device: torch.device | str = "cpu",
-    band_pixels: int = REFERENCE_BAND_PIXELS,
-) -> np.ndarray:
-    """The camera rendering of a mosaic, quantised to 8 bits, computed in bands of rows.
-
-    Args:
-        mosaic: ``(H, W)`` float RGGB mosaic in [0, 1], H and W even.
-        wb: ``(3,)`` white-balance gains (R, G, B).
-        ccm: ``(3, 3)`` camera RGB -> linear sRGB.
-        device: where the rendering runs; the result is on the CPU.
-        band_pixels: about how many LR pixels to render per step (whole even numbers of rows, at least 2);
-            only that many pixels of float data exist at a time.
-
-    Returns:
-        ``(H, W, 3)`` uint8 sRGB: ``round(255 * render_srgb(demosaic(mosaic), wb, ccm))``.
-    """
-    import numpy as np
-    import torch
-
-    from rawsr.degradation.isp import demosaic, render_srgb
-
-    h, w = mosaic.shape
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    wb_t = torch.as_tensor(np.asarray(wb, dtype=np.float32), device=device)[None]
-    ccm_t = torch.as_tensor(np.asarray(ccm, dtype=np.float32), device=device)[None]
-    halo = DEMOSAIC_HALO
-    band = max(2, band_pixels // w // 2 * 2)
-    for y0 in range(0, h, band):
-        y1 = min(h, y0 + band)
-        top, bottom = max(0, y0 - halo), min(h, y1 + halo)
-        chunk = torch.as_tensor(np.ascontiguousarray(mosaic[top:bottom], dtype=np.float32), device=device)
-        srgb = render_srgb(demosaic(chunk[None, None]), wb_t, ccm_t)[0, :, y0 - top : y1 - top]
-        out[y0:y1] = srgb.mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return out
-
-
-def make_tile_fn(net: torch.nn.Module, device: torch.device, precision: str, wb: np.ndarray, ccm: np.ndarray) -> TileFn:
-    """Wrap the network for :mod:`rawsr.tiling`: ``raw (N, 1, T, T)`` float and ``ref (N, 3, T, T)`` uint8
-    tiles on any device -> ``srgb (N, 3, sT, sT)`` float32 on ``device``. ``precision="bf16"`` runs the
-    network under bfloat16 autocast; the camera ``wb (3,)`` and ``ccm (3, 3)`` are passed to every tile
-    (used by the fixed-pipeline ablation)."""
-    import torch
-
-    wb_t = torch.as_tensor(wb, dtype=torch.float32, device=device)[None]
-    ccm_t = torch.as_tensor(ccm, dtype=torch.float32, device=device)[None]
-
-    def fn(raw: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        n = raw.shape[0]
-        raw = raw.to(device=device, dtype=torch.float32, non_blocking=True)
-        ref = ref.to(device=device, non_blocking=True).to(torch.float32) / 255.0
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
-        ):
-            out = net(raw, ref, wb=wb_t.expand(n, 3), ccm=ccm_t.expand(n, 3, 3))["srgb"]
-        return out.float()
-
-    return fn
-
-
-def to_uint16(rows: torch.Tensor) -> np.ndarray:
-    """``(1, 3, h, W)`` float in [0, 1] on any device -> ``(h, W, 3)`` uint16 numpy array (rounded).
-
-    Raises:
-        ValueError: the rows hold NaN (a broken checkpoint), which no 16-bit value can stand for.
-    """
-    import torch
-
-    if torch.isnan(rows).any():
-        raise ValueError("the network produced NaN values (is the checkpoint broken?)")
-    return rows[0].mul(65535.0).round_().to(torch.uint16).permute(1, 2, 0).contiguous().cpu().numpy()
-
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
-
-    Lets the network compute the next output rows while the current ones are compressed and written (both
-    release the GIL). An exception in the producer is re-raised in the consumer; when the consumer stops
-    early, the producer stops after its current item.
-    """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("done", None))
-        except BaseException as error:  # handed to the consumer
-            put(("error", error))
-
-    worker = threading.Thread(target=produce, name="rawsr-predict-producer", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = slots.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        worker.join()
-
-
 def _inference(items: Iterator[T]) -> Iterator[T]:
     """Advance ``items`` under ``torch.inference_mode`` (thread-local: it holds in whichever thread iterates)."""
     import torch
@@ -252,8 +124,8 @@ def predict_file(
     import torch
 
     from rawsr.camera import read_raw
-    from rawsr.imageio import Preview, write_image, write_preview, write_rows
-    from rawsr.tiling import tiled_rows
+    from rawsr.inference import prefetch, render_reference, tile_function, tiled_rows, to_uint16
+    from rawsr.writers import Preview, write_image, write_preview, write_rows
 
     image = read_raw(path, adjust_maximum=cfg.adjust_maximum)
     mosaic = trim_even(image.mosaic)
@@ -268,7 +140,7 @@ def predict_file(
 
     raw_t = torch.from_numpy(mosaic)[None, None]
     ref_t = torch.from_numpy(ref).permute(2, 0, 1)[None]
-    fn = make_tile_fn(model.net, device, str(cfg.precision), image.wb, image.ccm)
+    fn = tile_function(model.net, image.wb, image.ccm, device=device, precision=str(cfg.precision))
     blocks = tiled_rows(fn, raw_t, ref_t, model.tile, scale, overlap=cfg.overlap, blend=cfg.blend, batch=cfg.tile_batch)
     produced = prefetch(_inference(to_uint16(b) for b in blocks))
     preview = Preview(scale * h, scale * w, 3, cfg.preview_max_side) if cfg.preview else None
@@ -348,7 +220,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     from tqdm.auto import tqdm
 
     from rawsr.camera import RawReadError
-    from rawsr.module import load_checkpoint
+    from rawsr.training import load_checkpoint
 
     device = resolve_device(str(cfg.device))
     try:

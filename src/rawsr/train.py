@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from rawsr.cli import check_data_paths
 from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int
 
 log = logging.getLogger("rawsr.train")
-
-#: Config keys under ``data`` that name a dataset location and must exist before anything heavy starts.
-PATH_KEYS = ("root", "cache_dir", "input_dir")
 
 
 def set_threads(threads: int | None) -> None:
@@ -29,21 +27,6 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def check_data_paths(data: DictConfig, prefix: str = "data") -> None:
-    """Refuse a dataset path that is unset (``???``) or missing, naming the config key and the path."""
-    for key in data:
-        value_key = f"{prefix}.{key}"
-        if OmegaConf.is_missing(data, key):
-            if key in PATH_KEYS:
-                raise ConfigError(f"config key '{value_key}' is not set: give the dataset path, e.g. {value_key}=/data")
-            continue
-        value = data[key]
-        if isinstance(value, DictConfig):
-            check_data_paths(value, value_key)
-        elif key in PATH_KEYS and value is not None and not Path(str(value)).exists():
-            raise ConfigError(f"config key '{value_key}': the path {value} does not exist")
 
 
 def resolve_checkpoint(cfg: DictConfig) -> str | None:
@@ -99,8 +82,8 @@ def train(cfg: DictConfig) -> float | None:
 
     import lightning as L
 
-    from rawsr.callbacks import release_distributed
-    from rawsr.loggers import finish_loggers, log_run_config
+    from rawsr.training import release_distributed
+    from rawsr.training.loggers import finish_loggers, log_run_config
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rawsr.camera.raw import BAYER_RED_SITE, XYZ_FROM_SRGB
+from rawsr.camera.raw import BAYER_RED_SITE
+from rawsr.imaging.colour import XYZ_FROM_SRGB
 
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
 _D65 = 21

@@ -38,15 +38,7 @@ from typing import Any
 import numpy as np
 
 from rawsr.config import is_number, require
-
-#: Linear sRGB (D65) to CIE XYZ, IEC 61966-2-1.
-XYZ_FROM_SRGB = np.array(
-    [
-        [0.4124564, 0.3575761, 0.1804375],
-        [0.2126729, 0.7151522, 0.0721750],
-        [0.0193339, 0.1191920, 0.9503041],
-    ]
-)
+from rawsr.imaging.colour import XYZ_FROM_SRGB
 
 #: The four 2x2 Bayer layouts, read row by row, and the (row, column) of their red site.
 # fmt: off
@@ -259,7 +251,7 @@ def ccm_from_xyz2cam(xyz2cam: np.ndarray) -> np.ndarray | None:
     Returns:
         ``(3, 3)`` camera to sRGB with rows summing to 1, or ``None`` when the matrix is unusable.
     """
-    cam_from_srgb = _row_normalised(np.asarray(xyz2cam, dtype=np.float64) @ XYZ_FROM_SRGB)
+    cam_from_srgb = _row_normalised(np.asarray(xyz2cam, dtype=np.float64) @ np.asarray(XYZ_FROM_SRGB))
     if cam_from_srgb is None or abs(np.linalg.det(cam_from_srgb)) < 1e-8:
         return None
     return normalised_ccm(np.linalg.inv(cam_from_srgb))

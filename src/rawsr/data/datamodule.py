@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rawsr.config import require, require_positive_int
+from rawsr.config import require, require_positive_int, require_scale
 
 #: Keys of a batch that is ready for the network.
 DEGRADED_KEYS = ("lr_raw", "lr_ref", "hr_srgb")
@@ -48,7 +48,7 @@ class RawSRDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        require(scale in (2, 3, 4), "data.scale", "2, 3 or 4", scale)
+        require_scale(scale, "data.scale")
         require_positive_int(crop, "data.crop", even=True)
         require(crop % 4 == 0, "data.crop", "a multiple of 4 (the network halves the packed raw twice)", crop)
         require_positive_int(batch_size, "data.batch_size")

@@ -1,7 +1,7 @@
 """Embedded demo data: the colour photographs that scikit-image ships, unprocessed into linear camera RGB.
 
 Nothing is downloaded. Each sRGB photograph is turned into linear camera RGB by the inverse camera pipeline
-(:func:`rawsr.degradation.isp.unprocess`, Brooks et al. 2019) with white-balance gains and a colour matrix sampled
+(:func:`rawsr.imaging.unprocess`, Brooks et al. 2019) with white-balance gains and a colour matrix sampled
 per crop, so that the simulation sees the same kind of input as it does from a real camera. The train/validation
 split is fixed by image: no validation photograph is ever seen in training.
 
@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from rawsr.config import require, require_choice, require_positive_int, require_range
-from rawsr.degradation.isp import sample_camera, unprocess
+from rawsr.degradation.cameras import sample_camera
+from rawsr.imaging import unprocess
 
 #: Photographs used for training and validation (names of ``skimage.data`` functions).
 TRAIN_IMAGES = (

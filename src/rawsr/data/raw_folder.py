@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from rawsr.camera import RAW_EXTENSIONS, RawReadError, check_adjust_maximum, read_raw
 from rawsr.config import ConfigError, require, require_choice, require_positive_int
-from rawsr.imageio import atomic_write
+from rawsr.writers import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,14 @@ def hr_linear_from_mosaic(mosaic: torch.Tensor, demosaic: str = "bilinear", clea
     Returns:
         ``(B, 3, H // clean_factor, W // clean_factor)`` linear camera RGB in [0, 1] (not white balanced).
     """
-    from kornia.color import CFA, raw_to_rgb, raw_to_rgb_2x2_downscaled
+    from kornia.color import CFA, raw_to_rgb_2x2_downscaled
+
+    from rawsr.imaging import demosaic as bilinear_demosaic
 
     if demosaic == "superpixel":  # kornia follows OpenCV's names: an RGGB sensor is CFA.BG
         rgb, factor = raw_to_rgb_2x2_downscaled(mosaic, CFA.BG), clean_factor // 2
     else:
-        rgb, factor = raw_to_rgb(mosaic, CFA.BG), clean_factor
+        rgb, factor = bilinear_demosaic(mosaic), clean_factor
     rgb = F.avg_pool2d(rgb, factor) if factor > 1 else rgb
     return rgb.clamp(0.0, 1.0)
 

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rawsr.config import ConfigError, require, require_choice, require_positive_int
-from rawsr.imageio import atomic_write
+from rawsr.writers import atomic_write
 
 LR_DIR, GT_DIR, ISP_DIR, LINEAR_DIR = "TrainingSet", "GT", "ISP", "RAWImage"
 _SAMPLE = re.compile(r"(.+)(\d{4})")

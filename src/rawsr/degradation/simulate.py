@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from rawsr.config import require, require_bool, require_choice, require_keys, require_range
+from rawsr.config import require, require_bool, require_choice, require_keys, require_range, require_scale
+from rawsr.imaging import demosaic, mosaic_rggb, render_srgb
 
-from .isp import demosaic, render_srgb
 from .jpeg import JPEG_CODECS, jpeg_compress
 from .kernels import (
     DOWNSAMPLE_MODES,
@@ -25,7 +25,6 @@ from .kernels import (
     draw_uniforms,
     lerp_range,
 )
-from .mosaic import mosaic_rggb
 from .noise import NoiseSampler, add_noise, quantise
 
 REFERENCE_SOURCES = ("degraded", "clean")
@@ -100,13 +99,7 @@ class Degradation:
         tone: bool = False,
         compile: bool = False,
     ):
-        require(
-            isinstance(scale, int) and not isinstance(scale, bool) and scale >= 1,
-            "degradation.scale",
-            "a positive integer",
-            scale,
-        )
-        self.scale = scale
+        self.scale = require_scale(scale, "degradation.scale")
         self.kernels = KernelSampler(_plain(kernel), "degradation.kernel")
         self.noise = NoiseSampler(_plain(noise), "degradation.noise")
         require_choice(downsample, "degradation.downsample", DOWNSAMPLE_MODES)
@@ -158,7 +151,7 @@ class Degradation:
         return {**self.__dict__, "_compiled": None}  # compiled functions do not pickle; compile again on use
 
     def render(self, linear_cam: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
-        """:func:`rawsr.degradation.isp.render_srgb` with this simulation's tone setting, compiled if configured."""
+        """:func:`rawsr.imaging.render_srgb` with this simulation's tone setting, compiled if configured."""
         if not self.compile:
             return render_srgb(linear_cam, wb, ccm, self.tone)
         if self._compiled is None:

@@ -6,7 +6,6 @@ from rawsr.model.network import (
     RawSRNet,
     RestorationBranch,
     apply_colour_transform,
-    pack_bayer,
     unpack_colour_planes,
 )
 
@@ -20,6 +19,5 @@ __all__ = [
     "apply_colour_transform",
     "deconv_geometry",
     "init_weights",
-    "pack_bayer",
     "unpack_colour_planes",
 ]

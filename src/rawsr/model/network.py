@@ -18,19 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rawsr.config import SCALES
+from rawsr.imaging import pack_raw, render_srgb
 from rawsr.model.blocks import DCABlock, FusionGate, conv, deconv, init_weights
 
 INPUTS = ("raw", "srgb")
-
-
-def pack_bayer(x: torch.Tensor) -> torch.Tensor:
-    """Pack every 2x2 site into channels: ``(B, C, H, W)`` -> ``(B, 4C, H/2, W/2)``, H and W even.
-
-    For an RGGB mosaic (``C = 1``) the channels are ``x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2],
-    x[1::2, 1::2]`` = (R, G1, G2, B), the released ``pack_raw`` order. For ``C = 3`` channel ``4c + k``
-    is site ``k`` of colour ``c``.
-    """
-    return F.pixel_unshuffle(x, 2)
 
 
 def unpack_colour_planes(t: torch.Tensor, factor: int) -> torch.Tensor:
@@ -140,8 +132,8 @@ class RawSRNet(nn.Module):
     """The rawSR two-branch network.
 
     Args:
-        scale: super-resolution factor (integer >= 2). 2 and 4 are the paper's; for other factors the final
-            colour-branch deconvolution uses this project's generalised geometry (see ``deconv_geometry``).
+        scale: super-resolution factor, one of :data:`rawsr.config.SCALES`. 2 and 4 are the paper's; for 3 the
+            final colour-branch deconvolution uses this project's generalised geometry (see ``deconv_geometry``).
         width: base channel count (released model: 128); every 128/256 channel count scales with it.
         growth: channels added per dense layer in a DCA block (released: 16).
         dense_layers: dense 3x3 layers per DCA block (released: 8).
@@ -149,7 +141,7 @@ class RawSRNet(nn.Module):
         fusion: the two zero-initialised fusion gates from the restoration to the colour branch; ``False``
             removes both. Only meaningful with ``color_branch=True``.
         color_branch: ``False`` drops the colour branch and renders ``srgb`` from ``linear`` with the
-            camera white balance and colour matrix (``rawsr.degradation.isp.render_srgb``).
+            camera white balance and colour matrix (:func:`rawsr.imaging.render_srgb`).
         input: ``"raw"`` (the RGGB mosaic feeds the restoration branch) or ``"srgb"`` (the ablation where the
             sRGB reference, packed to 12 channels, feeds it instead).
 
@@ -172,7 +164,7 @@ class RawSRNet(nn.Module):
         input: str = "raw",
     ) -> None:
         super().__init__()
-        _require(_is_int(scale) and scale >= 2, "scale", "an integer >= 2", scale)
+        _require(_is_int(scale) and scale in SCALES, "scale", f"one of {list(SCALES)}", scale)
         for name, value in (("width", width), ("growth", growth), ("dense_layers", dense_layers)):
             _require(_is_int(value) and value > 0, name, "a positive integer", value)
         for name, value in (("attention", attention), ("fusion", fusion), ("color_branch", color_branch)):
@@ -210,7 +202,7 @@ class RawSRNet(nn.Module):
             ``{"srgb": (B, 3, sH, sW), "linear": (B, 3, sH, sW)}``; ``srgb`` is unbounded.
         """
         source = self._check_inputs(raw, ref)
-        linear, fc11, fc12 = self.restoration(pack_bayer(source))
+        linear, fc11, fc12 = self.restoration(pack_raw(source))
         if self.colour is None:
             return {"srgb": self._render(linear, wb, ccm), "linear": linear}
         m = self.colour(ref, fc11, fc12)
@@ -254,6 +246,4 @@ class RawSRNet(nn.Module):
                 "RawSRNet(color_branch=False) renders sRGB with the camera pipeline: forward() needs "
                 f"'wb' (B, 3) and 'ccm' (B, 3, 3), got None for {missing}"
             )
-        from rawsr.degradation.isp import render_srgb
-
         return render_srgb(linear, wb, ccm)

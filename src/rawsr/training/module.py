@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import hydra.utils
@@ -11,36 +10,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from rawsr.config import require
+from rawsr.inference import super_resolve
 from rawsr.model import RawSRNet
-from rawsr.tiling import tiled_forward
-
-
-class PaperSchedule(LRScheduler):
-    """The released code's per-epoch schedule: ``max(lr0 * decay**e, final_lr)`` for ``e < decay_epochs``, then
-    ``final_lr``. With ``lr0 = 2e-4``, ``decay = 0.96``, ``decay_epochs = 20`` and ``final_lr = 1e-5`` this is the
-    paper's recipe (step it once per epoch)."""
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        decay: float = 0.96,
-        decay_epochs: int = 20,
-        final_lr: float = 1e-5,
-        last_epoch: int = -1,
-    ) -> None:
-        self.decay, self.decay_epochs, self.final_lr = decay, decay_epochs, final_lr
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> list[float]:
-        epoch = self.last_epoch
-        if epoch >= self.decay_epochs:
-            return [self.final_lr for _ in self.base_lrs]
-        return [max(base * self.decay**epoch, self.final_lr) for base in self.base_lrs]
 
 
 def _plain(value: Any) -> Any:
@@ -128,31 +103,19 @@ class RawSRModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["lr_raw"].shape[0])
         return loss
 
-    @torch.no_grad()
     def super_resolve(self, batch: Mapping[str, torch.Tensor], blend: str | None = None) -> torch.Tensor:
-        """Tile-wise sRGB prediction of whole images, clipped to [0, 1]: ``(B, 3, sH, sW)`` in float32."""
-        wb, ccm = batch.get("wb"), batch.get("ccm")
-        outputs = []
-        for i in range(batch["lr_raw"].shape[0]):
-            wb_i = None if wb is None else wb[i : i + 1]
-            ccm_i = None if ccm is None else ccm[i : i + 1]
-
-            def fn(raw: torch.Tensor, ref: torch.Tensor, wb_i=wb_i, ccm_i=ccm_i) -> torch.Tensor:
-                n = raw.shape[0]
-                expand = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
-                return self(raw, ref, expand(wb_i), expand(ccm_i))["srgb"].float()
-
-            outputs.append(
-                tiled_forward(
-                    fn,
-                    batch["lr_raw"][i : i + 1],
-                    batch["lr_ref"][i : i + 1],
-                    tile=self.tile,
-                    scale=self.scale,
-                    blend=blend or self.hparams.val_blend,
-                )
-            )
-        return torch.cat(outputs).float().clamp(0, 1)
+        """Tile-wise sRGB prediction of whole images, clipped to [0, 1]: ``(B, 3, sH, sW)`` in float32
+        (:func:`rawsr.inference.super_resolve`)."""
+        return super_resolve(
+            self.net,
+            batch["lr_raw"],
+            batch["lr_ref"],
+            self.tile,
+            self.scale,
+            wb=batch.get("wb"),
+            ccm=batch.get("ccm"),
+            blend=blend or self.hparams.val_blend,
+        )
 
     def bicubic(self, lr_ref: torch.Tensor) -> torch.Tensor:
         """The trivial answer: the LR reference upsampled bicubically, ``(B, 3, sH, sW)`` in [0, 1]."""
@@ -186,28 +149,3 @@ class RawSRModule(L.LightningModule):
             return {"optimizer": optimizer}
         scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RawSRModule:
-    """Load a :class:`RawSRModule` from a checkpoint written by ``rawsr.train``, with ``weights_only=True``.
-
-    Raises ``FileNotFoundError`` or ``ValueError`` with the path when the file is missing or not a rawsr checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"ckpt_path: {path} is not a readable checkpoint ({error})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"ckpt_path: {path} is not a rawsr checkpoint (no state_dict/hyper_parameters)")
-    hparams = dict(checkpoint["hyper_parameters"])
-    if "net" not in hparams or "tile" not in hparams:
-        raise ValueError(f"ckpt_path: {path} lacks the network's hyper-parameters (net, tile)")
-    module = RawSRModule(**{k: v for k, v in hparams.items() if k in _MODULE_ARGS})
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module.eval()
-
-
-_MODULE_ARGS = ("net", "tile", "optimizer", "scheduler", "linear_loss_weight", "val_blend")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from kornia.color import CFA, raw_to_rgb
 
-from rawsr.degradation import demosaic, mosaic_rggb, pack_raw, unpack_raw
+from rawsr.imaging import demosaic, mosaic_rggb, pack_raw, unpack_raw
 
 
 def _rgb(b=2, h=6, w=8, seed=0, dtype=torch.float32):
@@ -50,7 +50,7 @@ def test_pack_unpack_round_trip_is_exact():
         (mosaic_rggb, (1, 3, 5, 8), "even"),
         (mosaic_rggb, (1, 1, 4, 4), r"\(B, 3, H, W\)"),
         (pack_raw, (1, 1, 4, 7), "even"),
-        (unpack_raw, (1, 3, 4, 4), r"\(B, 4, H, W\)"),
+        (unpack_raw, (1, 3, 4, 4), r"\(B, 4C, h, w\)"),
         (demosaic, (1, 3, 4, 4), r"\(B, 1, H, W\)"),
     ],
 )
@@ -76,3 +76,12 @@ def test_demosaic_keeps_the_measured_sample_at_each_site():
     assert torch.equal(rgb[:, 2, 1::2, 1::2], m[:, 0, 1::2, 1::2])
     wrong = raw_to_rgb(m, CFA.RG)  # OpenCV's name for BGGR
     assert not torch.equal(wrong[:, 0, 0::2, 0::2], m[:, 0, 0::2, 0::2])
+
+
+def test_pack_raw_of_rgb_groups_sites_per_colour():
+    x = torch.rand(2, 3, 8, 12)
+    packed = pack_raw(x).numpy()
+    xn = x.numpy()
+    for c in range(3):
+        for k, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+            np.testing.assert_array_equal(packed[:, 4 * c + k], xn[:, c, i::2, j::2])

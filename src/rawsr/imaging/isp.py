@@ -14,27 +14,9 @@ would render pink (green lowest) through the matrix; clipped at 1 first, it rend
 from __future__ import annotations
 
 import torch
-from kornia.color import CFA, linear_rgb_to_rgb, raw_to_rgb, rgb_to_linear_rgb
+from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
 
-from .mosaic import check_image
-
-# XYZ -> camera matrices of four cameras, as published with Brooks et al.'s unprocessing code (their
-# ``random_ccm``); the first is the Canon EOS 5D Mark II's. Row = camera channel.
-XYZ2CAMS = (
-    ((1.0234, -0.2969, -0.2266), (-0.5625, 1.6328, -0.0469), (-0.0703, 0.2188, 0.6406)),
-    ((0.4913, -0.0541, -0.0202), (-0.6130, 1.3513, 0.2906), (-0.1564, 0.2151, 0.7183)),
-    ((0.8380, -0.2630, -0.0639), (-0.2887, 1.0725, 0.2496), (-0.0627, 0.1427, 0.5438)),
-    ((0.6596, -0.2079, -0.0562), (-0.4782, 1.3016, 0.1933), (-0.0970, 0.1581, 0.5181)),
-)
-# Linear sRGB (D65) -> XYZ.
-RGB2XYZ = (
-    (0.4124564, 0.3575761, 0.1804375),
-    (0.2126729, 0.7151522, 0.0721750),
-    (0.0193339, 0.1191920, 0.9503041),
-)
-# Brooks et al.'s white-balance priors: red and blue gains, green fixed at 1.
-RED_GAIN_RANGE = (1.9, 2.4)
-BLUE_GAIN_RANGE = (1.5, 1.9)
+from rawsr.imaging.bayer import check_image
 
 
 def _check_params(x: torch.Tensor, wb: torch.Tensor | None, ccm: torch.Tensor | None, name: str) -> None:
@@ -156,49 +138,3 @@ def unprocess(srgb: torch.Tensor, wb: torch.Tensor, ccm: torch.Tensor, tone: boo
         lin = inverse_tone_map(lin)
     inv_ccm = torch.linalg.inv(ccm.to(device=srgb.device, dtype=torch.float64)).to(srgb.dtype)
     return apply_ccm(lin, inv_ccm) / wb.to(srgb)[:, :, None, None]
-
-
-def sample_camera(
-    generator: torch.Generator, batch: int, device: torch.device | str, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw white balance and colour matrix from Brooks et al.'s priors.
-
-    Red gain ~ U(1.9, 2.4), blue gain ~ U(1.5, 1.9), green 1. The CCM is the inverse of a random convex
-    combination of :data:`XYZ2CAMS` times :data:`RGB2XYZ`, each row of that sRGB -> camera matrix normalised to
-    sum 1, so the CCM's rows also sum to 1 (white stays white).
-
-    Args:
-        generator: random source; its device is where the numbers are drawn.
-        batch: number of samples B.
-        device, dtype: of the returned tensors.
-
-    Returns:
-        ``wb (B, 3)`` and ``ccm (B, 3, 3)`` (camera RGB -> linear sRGB).
-    """
-    gen_device = generator.device
-    u = torch.rand(batch, 2, generator=generator, device=gen_device, dtype=torch.float64)
-    red = RED_GAIN_RANGE[0] + (RED_GAIN_RANGE[1] - RED_GAIN_RANGE[0]) * u[:, 0]
-    blue = BLUE_GAIN_RANGE[0] + (BLUE_GAIN_RANGE[1] - BLUE_GAIN_RANGE[0]) * u[:, 1]
-    wb = torch.stack([red, torch.ones_like(red), blue], dim=1)
-
-    weights = torch.rand(batch, len(XYZ2CAMS), generator=generator, device=gen_device, dtype=torch.float64)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    xyz2cams = torch.tensor(XYZ2CAMS, device=gen_device, dtype=torch.float64)
-    xyz2cam = torch.einsum("bn,nij->bij", weights, xyz2cams)
-    rgb2cam = xyz2cam @ torch.tensor(RGB2XYZ, device=gen_device, dtype=torch.float64)
-    rgb2cam = rgb2cam / rgb2cam.sum(dim=2, keepdim=True)
-    ccm = torch.linalg.inv(rgb2cam)
-    return wb.to(device=device, dtype=dtype), ccm.to(device=device, dtype=dtype)
-
-
-def demosaic(mosaic: torch.Tensor) -> torch.Tensor:
-    """Bilinear demosaic of an RGGB mosaic (kornia; in OpenCV naming an RGGB sensor is ``CFA.BG``).
-
-    Args:
-        mosaic: ``(B, 1, H, W)`` RGGB mosaic, H and W even.
-
-    Returns:
-        ``(B, 3, H, W)`` camera RGB.
-    """
-    check_image(mosaic, 1, "demosaic")
-    return raw_to_rgb(mosaic, CFA.BG)

@@ -1,0 +1,32 @@
+"""Training with Lightning: the LightningModule and the plug-ins a run at scale needs, one module per concern.
+
+- :mod:`rawsr.training.module`: :class:`RawSRModule` (loss, optimiser, schedule, validation metrics).
+- :mod:`rawsr.training.schedule`: :class:`PaperSchedule`, the released code's learning-rate schedule.
+- :mod:`rawsr.training.checkpoints`: checkpoints written whole or not at all; :func:`load_checkpoint`.
+- :mod:`rawsr.training.resume`: random states in checkpoints and an exact mid-epoch resume.
+- :mod:`rawsr.training.panels`: image panels for W&B and TensorBoard.
+- :mod:`rawsr.training.progress`: the progress bar.
+- :mod:`rawsr.training.ddp`: DDP started from ``python -m rawsr.train``, also inside Hydra sweeps.
+- :mod:`rawsr.training.loggers`: W&B without a key or network, resumable CSV.
+"""
+
+from rawsr.training.checkpoints import AtomicCheckpointIO, AtomicCheckpoints, load_checkpoint
+from rawsr.training.ddp import HydraDDPStrategy, release_distributed
+from rawsr.training.module import RawSRModule
+from rawsr.training.panels import ImagePanels
+from rawsr.training.progress import progress_bar
+from rawsr.training.resume import ReproducibleResume
+from rawsr.training.schedule import PaperSchedule
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "AtomicCheckpoints",
+    "HydraDDPStrategy",
+    "ImagePanels",
+    "PaperSchedule",
+    "RawSRModule",
+    "ReproducibleResume",
+    "load_checkpoint",
+    "progress_bar",
+    "release_distributed",
+]
