@@ -4,7 +4,7 @@ The noise model is ``y = x + n``, ``n ~ N(0, shot * x + read)`` per pixel (Poiss
 ``shot`` and ``read`` are variances in units of the [0, 1] signal. The rawSR paper adds heteroscedastic
 Gaussian noise to the linear mosaic; its parameter ranges were not found, so the presets use the priors below.
 
-Profiles (each draws ``shot (B,)`` and ``read (B,)``):
+Priors (each draws ``shot (B,)`` and ``read (B,)``; :mod:`rawsr.degradation.noise_sampler` mixes them as profiles):
 
 - ``brooks`` (Brooks et al., "Unprocessing", CVPR 2019): ``ln shot ~ U(ln 1e-4, ln 0.012)``,
   ``ln read = 2.18 ln shot + 1.20 + N(0, 0.26^2)``.
@@ -18,18 +18,11 @@ Profiles (each draws ``shot (B,)`` and ``read (B,)``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from rawsr.config import require, require_choice, require_keys, require_number, require_range
-
-from .kernels import (
-    draw_uniforms,
-    lerp_range,
-    normal_from_uniform,
-    weighted_choice,
-)
+from .sampling import lerp_range, normal_from_uniform
 
 NoiseLevels = tuple[torch.Tensor, torch.Tensor]
 
@@ -175,115 +168,3 @@ def quantise(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Round to the ``2^bits - 1`` grid of a ``bits``-bit sensor or image (values outside [0, 1] kept); any shape."""
     levels = float(2**bits - 1)
     return torch.round(x * levels) / levels
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Config-driven sampler.
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _LogLinear:
-    keys = ("shot", "slope", "intercept", "std")
-    n_uniforms = 2
-
-    def __init__(self, cfg: dict, key: str, base: float, defaults: dict):
-        cfg = {**defaults, **cfg}
-        self.base = base
-        self.shot = require_range(cfg["shot"], f"{key}.shot", 1e-12, 1.0)
-        self.slope = require_number(cfg["slope"], f"{key}.slope")
-        self.intercept = require_number(cfg["intercept"], f"{key}.intercept")
-        self.std = require_number(cfg["std"], f"{key}.std", 0.0)
-
-    def levels(self, u: torch.Tensor) -> NoiseLevels:
-        return loglinear_levels(u, self.shot, self.slope, self.intercept, self.std, self.base)
-
-
-def _brooks(cfg: dict, key: str) -> _LogLinear:
-    return _LogLinear(cfg, key, math.e, BROOKS)
-
-
-def _bsraw_natural(cfg: dict, key: str) -> _LogLinear:
-    return _LogLinear(cfg, key, 10.0, BSRAW_NATURAL)
-
-
-class _Sigmas:
-    keys = ("sigma1", "sigma2")
-    n_uniforms = 2
-
-    def __init__(self, cfg: dict, key: str):
-        cfg = {**BSRAW_HETERO, **cfg}
-        self.sigma1 = require_range(cfg["sigma1"], f"{key}.sigma1", 0.0, 1.0)
-        self.sigma2 = require_range(cfg["sigma2"], f"{key}.sigma2", 0.0, 1.0)
-
-    def levels(self, u: torch.Tensor) -> NoiseLevels:
-        return sigma_levels(u, self.sigma1, self.sigma2)
-
-
-class _LogUniform:
-    keys = ("shot", "read")
-    n_uniforms = 2
-
-    def __init__(self, cfg: dict, key: str):
-        cfg = {**UNIFORM, **cfg}
-        self.shot = require_range(cfg["shot"], f"{key}.shot", 1e-12, 1.0)
-        self.read = require_range(cfg["read"], f"{key}.read", 1e-12, 1.0)
-
-    def levels(self, u: torch.Tensor) -> NoiseLevels:
-        return loguniform_levels(u, self.shot, self.read)
-
-
-PROFILES = {
-    "brooks": (_brooks, _LogLinear.keys),
-    "bsraw_natural": (_bsraw_natural, _LogLinear.keys),
-    "bsraw_hetero": (_Sigmas, _Sigmas.keys),
-    "uniform": (_LogUniform, _LogUniform.keys),
-}
-
-
-class NoiseSampler:
-    """Draws per-image noise levels from the ``degradation.noise`` config.
-
-    Config: ``profiles: {name: {weight: w, ...profile keys}}`` with name one of :data:`PROFILES`; each image
-    picks a profile with probability proportional to its weight, then draws its levels. Profile keys
-    (omitted keys take the published values in this module's docstring):
-
-    - ``brooks`` / ``bsraw_natural``: ``shot`` [low, high] variance, ``slope``, ``intercept``, ``std``
-      (logarithms in base e / base 10 respectively).
-    - ``bsraw_hetero``: ``sigma1`` [low, high], ``sigma2`` [low, high] (standard deviations).
-    - ``uniform``: ``shot`` [low, high], ``read`` [low, high] (variances, log-uniform).
-    """
-
-    def __init__(self, cfg: Mapping, key: str = "degradation.noise"):
-        cfg = require_keys(cfg, key, ("profiles",))
-        profiles = cfg.get("profiles")
-        require(
-            isinstance(profiles, Mapping) and len(profiles) > 0,
-            f"{key}.profiles",
-            f"a non-empty mapping of {sorted(PROFILES)} to their settings",
-            profiles,
-        )
-        self.profiles, self.weights = [], []
-        for name, prof_cfg in profiles.items():
-            pkey = f"{key}.profiles.{name}"
-            require_choice(name, pkey, PROFILES)
-            make, keys = PROFILES[name]
-            prof_cfg = require_keys(prof_cfg if prof_cfg is not None else {}, pkey, ("weight", *keys))
-            self.weights.append(require_number(prof_cfg.pop("weight", 1.0), f"{pkey}.weight", 0.0))
-            self.profiles.append(make(prof_cfg, pkey))
-        require(sum(self.weights) > 0, f"{key}.profiles", "at least one positive weight", profiles)
-        self.n_uniforms = 1 + max(p.n_uniforms for p in self.profiles)
-
-    def __call__(self, generators: Sequence[torch.Generator]) -> NoiseLevels:
-        """Levels for each image, drawn only from its own generator -> ``shot (B,)``, ``read (B,)``."""
-        return self.from_uniforms(draw_uniforms(generators, self.n_uniforms))
-
-    def from_uniforms(self, u: torch.Tensor) -> NoiseLevels:
-        """Levels from uniforms ``(B, n_uniforms)``; column 0 picks the profile."""
-        choice = weighted_choice(u[:, 0], self.weights)
-        shot = torch.zeros_like(u[:, 0])
-        read = torch.zeros_like(u[:, 0])
-        for i, profile in enumerate(self.profiles):
-            s, r = profile.levels(u[:, 1 : 1 + profile.n_uniforms])
-            shot = torch.where(choice == i, s, shot)
-            read = torch.where(choice == i, r, read)
-        return shot, read

@@ -18,14 +18,11 @@ from rawsr.config import require, require_bool, require_choice, require_keys, re
 from rawsr.imaging import demosaic, mosaic_rggb, render_srgb
 
 from .jpeg import JPEG_CODECS, jpeg_compress
-from .kernels import (
-    DOWNSAMPLE_MODES,
-    KernelSampler,
-    blur_downsample,
-    draw_uniforms,
-    lerp_range,
-)
-from .noise import NoiseSampler, add_noise, quantise
+from .kernel_sampler import KernelSampler
+from .noise import add_noise, quantise
+from .noise_sampler import NoiseSampler
+from .resample import DOWNSAMPLE_MODES, blur_downsample
+from .sampling import draw_uniforms, lerp_range
 
 REFERENCE_SOURCES = ("degraded", "clean")
 
@@ -54,8 +51,8 @@ class Degradation:
 
     Args:
         scale: super-resolution factor s.
-        kernel: ``degradation.kernel`` config, see :class:`rawsr.degradation.kernels.KernelSampler`.
-        noise: ``degradation.noise`` config, see :class:`rawsr.degradation.noise.NoiseSampler`.
+        kernel: ``degradation.kernel`` config, see :class:`rawsr.degradation.kernel_sampler.KernelSampler`.
+        noise: ``degradation.noise`` config, see :class:`rawsr.degradation.noise_sampler.NoiseSampler`.
         downsample: ``area`` (mean of s x s blocks, aligned with pixel-shuffle upsampling), ``stride`` (top-left
             pixel of each block) or ``bicubic`` (antialiased).
         bits: sensor bit depth the noisy mosaic is quantised to (null: no quantisation).
