@@ -1,4 +1,4 @@
-"""Blur kernels, blurring and resampling, and the config-driven kernel sampler."""
+"""Blur kernels and the config-driven kernel sampler."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 import torch
 from kornia.filters import get_gaussian_kernel2d
-from scipy import ndimage, signal
+from scipy import signal
 
 from rawsr.config import ConfigError
 from rawsr.degradation import (
     KernelSampler,
-    blur,
-    blur_downsample,
     convolve_kernels,
     disk_kernel,
-    downsample,
     gaussian_kernel,
     motion_kernel,
 )
@@ -147,7 +144,7 @@ def test_zero_length_motion_is_a_delta():
     torch.testing.assert_close(k[:, 3, 3], torch.ones(3), atol=1e-6, rtol=0)
 
 
-# --- combining, blurring, resampling ---------------------------------------------------------------------
+# --- combining, flipping ------------------------------------------------------------------------------------
 
 
 def test_convolve_kernels_matches_scipy():
@@ -157,36 +154,6 @@ def test_convolve_kernels_matches_scipy():
     assert out.shape == (2, 13, 13)
     for i in range(2):
         np.testing.assert_allclose(out[i].numpy(), signal.convolve2d(k1[i].numpy(), k2[i].numpy()), atol=1e-12)
-
-
-def test_blur_is_a_convolution_with_reflect_padding():
-    x = torch.rand(2, 3, 20, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    k = motion_kernel(torch.Generator().manual_seed(6), 2, 7, (3.0, 4.0)).double()  # asymmetric: conv != corr
-    y = blur(x, k)
-    for b in range(2):
-        for c in range(3):
-            # scipy's 'mirror' is torch's 'reflect' (edge sample not repeated).
-            ref = ndimage.convolve(x[b, c].numpy(), k[b].numpy(), mode="mirror")
-            np.testing.assert_allclose(y[b, c].numpy(), ref, atol=1e-12)
-
-
-def test_area_downsample_is_a_block_mean():
-    x = torch.rand(2, 3, 12, 18, dtype=torch.float64)
-    out = downsample(x, 3, "area").numpy()
-    np.testing.assert_allclose(out, x.numpy().reshape(2, 3, 4, 3, 6, 3).mean((3, 5)), atol=1e-14)
-    assert torch.equal(downsample(x, 3, "stride"), x[..., ::3, ::3])
-    assert downsample(x, 3, "bicubic").shape == (2, 3, 4, 6)
-    with pytest.raises(ValueError, match="mode must be one of"):
-        downsample(x, 2, "nearest")
-
-
-@pytest.mark.parametrize("mode", ["area", "stride", "bicubic"])
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_fused_blur_downsample_equals_blur_then_downsample(mode, scale):
-    x = torch.rand(3, 3, 12 * scale, 8 * scale, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    k = motion_kernel(torch.Generator().manual_seed(8), 3, 9, (2.0, 6.0)).double()
-    fused = blur_downsample(x, k, scale, mode)
-    torch.testing.assert_close(fused, downsample(blur(x, k), scale, mode), atol=1e-12, rtol=0)
 
 
 # --- sampler --------------------------------------------------------------------------------------------------
