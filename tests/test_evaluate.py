@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from omegaconf import OmegaConf
 
 from rawsr.config import ConfigError, config_dir

@@ -150,7 +150,9 @@ def test_valset_errors_name_the_valset_keys(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"config key 'cache_dir': no prepared cache"):
         prepare(compose_prepare("task=valset", out, f"cache_dir={tmp_path / 'empty'}"))
-    with pytest.raises(ConfigError, match=r"config key 'valset\.device': expected auto, cpu, cuda or cuda:N, got 'gpu'"):
+    with pytest.raises(
+        ConfigError, match=r"config key 'valset\.device': expected auto, cpu, cuda or cuda:N, got 'gpu'"
+    ):
         prepare(compose_prepare("task=valset", out, "valset.source=demo", "valset.device=gpu"))
 
 

@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from rawsr.config import require, require_choice, require_positive_int, require_range
+from rawsr.data.keys import shared_key, source_key
 from rawsr.degradation.cameras import sample_camera
 from rawsr.imaging import unprocess
-from rawsr.data.keys import shared_key, source_key
 from rawsr.model import RawSRNet
 
 #: Photographs used for training and validation (names of ``skimage.data`` functions).

@@ -143,7 +143,9 @@ class ReleaseDataset(Dataset):
         h, w = lr_shape
         if self.split == "val":
             m = RawSRNet.SIZE_MULTIPLE
-            require(h >= m and w >= m, f"{self.key}.root", f"LR mosaics of at least {m}x{m}", f"{lr_path} of {lr_shape}")
+            require(
+                h >= m and w >= m, f"{self.key}.root", f"LR mosaics of at least {m}x{m}", f"{lr_path} of {lr_shape}"
+            )
             return 0, 0, h // m * m, w // m * m
         c = self.crop
         require(h >= c and w >= c, shared_key(self.key, "crop"), f"at most the LR size {lr_shape} of {lr_path}", c)
