@@ -216,7 +216,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         model = load_checkpoint(ckpt, map_location="cpu")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    check_tiling(model.tile, cfg.overlap, model.net.SIZE_MULTIPLE)
+    check_tiling(model.tile, cfg.overlap)
     model.net.to(device).eval()
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
