@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -91,3 +96,31 @@ def test_ablation_runs_get_their_own_folder_and_share_the_dashboard_group(compos
     assert cfg.logger.wandb.group == "x4_blind" and cfg.logger.wandb.job_type == "no_fusion"
     full = compose_train("experiment=x4_blind", "logger=wandb")
     assert full.run_name == "x4_blind" and full.logger.wandb.group == "x4_blind"
+
+
+@pytest.mark.parametrize("key", ["model.net.scale", "degradation.scale"])
+def test_the_scale_is_set_once_with_data_scale(compose_train, key):
+    from rawsr.train import train
+
+    with pytest.raises(ConfigError, match=rf"^config key '{key}': 3 differs from data.scale=2; .* data.scale=3"):
+        train(compose_train(f"{key}=3"))
+    cfg = compose_train("data.scale=4", "data.crop=32")
+    assert (cfg.model.net.scale, cfg.degradation.scale) == (4, 4)
+
+
+def test_train_refuses_a_second_scale_in_one_line_exit_2(tmp_path):
+    import rawsr
+
+    src = str(Path(rawsr.__file__).resolve().parents[1])
+    env = {**os.environ, "RAWSR_LOG_DIR": str(tmp_path), "PYTHONPATH": src}
+    command = [sys.executable, "-m", "rawsr.train", "model.net.scale=3"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "config key 'model.net.scale': 3 differs from data.scale=2" in lines[0], lines
+
+
+def test_source_errors_name_the_key_the_user_typed(compose_train):
+    datamodule, _, _ = instantiate_all(compose_train("data.val.val_crops=30"))
+    with pytest.raises(ConfigError, match=r"^config key 'data\.val\.val_crops': expected a multiple of 4"):
+        datamodule.setup("validate")

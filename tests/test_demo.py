@@ -55,7 +55,7 @@ def test_clipped_highlights_render_white():
         ({"exposure": [0.5, 2.0]}, "data.val.exposure"),
         ({"exposure": [2.0, 1.0]}, "data.val.exposure"),
         ({"val_crops": 30}, "data.val.val_crops"),
-        ({"images": ["not_an_image"]}, "data.train.images"),
+        ({"images": ["not_an_image"]}, "data.val.images"),
     ],
 )
 def test_bad_settings_name_the_key(kwargs, key):

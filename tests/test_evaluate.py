@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from rawsr.config import ConfigError
-from rawsr.evaluate import evaluate, luma_bt601, score
+from rawsr.config import ConfigError, config_dir
+from rawsr.evaluate import build_datamodule, evaluate, luma_bt601, score
 from rawsr.training import RawSRModule, load_checkpoint
 
 NARROW = {"scale": 2, "width": 16, "growth": 8, "dense_layers": 2}
@@ -57,8 +58,9 @@ def test_table_matches_independent_psnr(demo_eval_cfg):
     from rawsr.config import instantiate
 
     module = load_checkpoint(ckpt)
-    datamodule = instantiate(cfg.data)
-    datamodule.degradation = instantiate(cfg.degradation)
+    assert "degradation" not in cfg  # null: the checkpoint's, and this one records none: the paper preset
+    paper = OmegaConf.load(config_dir() / "degradation" / "paper.yaml")
+    datamodule = instantiate(cfg.data, degradation=instantiate(paper, scale=2))
     datamodule.setup("validate")
     model_psnr, bicubic_psnr = [], []
     for batch in datamodule.val_dataloader():
@@ -119,3 +121,47 @@ def test_bad_inputs_name_the_key(demo_eval_cfg, tmp_path):
     x4 = save_checkpoint(tmp_path / "x4.ckpt", scale=4)
     with pytest.raises(ConfigError, match="compare.*x4"):
         evaluate(make(f"compare=[{x4}]"))
+
+
+def degraded(datamodule, seed: int = 7) -> dict:
+    """``datamodule``'s simulation applied to one fixed HR linear batch ``(1, 3, 64, 64)``, at validation seeds."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = {
+        "hr_linear": torch.rand(1, 3, 64, 64, generator=generator),
+        "wb": torch.tensor([[2.0, 1.0, 1.7]]),
+        "ccm": torch.eye(3)[None],
+        "index": torch.tensor([0]),
+    }
+    return datamodule.degrade(batch, training=False)
+
+
+def test_on_the_fly_sources_use_the_checkpoints_degradation(demo_eval_cfg, caplog):
+    import logging
+
+    from rawsr.config import instantiate
+
+    make, ckpt = demo_eval_cfg
+    cfg = make()
+    presets = {name: OmegaConf.load(config_dir() / "degradation" / f"{name}.yaml") for name in ("paper", "brooks")}
+    expected = {}
+    for name, preset in presets.items():
+        module = instantiate(make().data, degradation=instantiate(preset, scale=2))
+        expected[name] = degraded(module)["lr_raw"]
+    assert not torch.equal(expected["paper"], expected["brooks"])
+
+    # A checkpoint without the hyper-parameter (rawsr 0.1.0): the paper preset, with a logged line.
+    legacy = load_checkpoint(ckpt)
+    with caplog.at_level(logging.INFO, logger="rawsr.evaluate"):
+        lr_raw = degraded(build_datamodule(cfg, legacy))["lr_raw"]
+    assert torch.equal(lr_raw, expected["paper"])
+    assert "records no degradation" in caplog.text and "'paper' preset" in caplog.text
+
+    # A checkpoint recording its simulation (a plain mapping, as resolved at training time): that one.
+    recorded = load_checkpoint(ckpt)
+    brooks = OmegaConf.to_container(make("degradation=brooks").degradation, resolve=True)
+    recorded.hparams["degradation"] = {k: v for k, v in brooks.items() if k != "_target_"}
+    assert torch.equal(degraded(build_datamodule(cfg, recorded))["lr_raw"], expected["brooks"])
+
+    # degradation=NAME on the command line wins over the checkpoint's.
+    lr_raw = degraded(build_datamodule(make("degradation=paper"), recorded))["lr_raw"]
+    assert torch.equal(lr_raw, expected["paper"])

@@ -375,6 +375,8 @@ def test_nan_output_is_reported_not_written(tmp_path, monkeypatch, capsys):
         (("ckpt_path={ckpt}", "input={dng}", "tile_batch=0"), "config key 'tile_batch'"),
         (("ckpt_path={ckpt}", "input={dng}", "precision=16"), "config key 'precision'"),
         (("ckpt_path={ckpt}", "input={dng}", "adjust_maximum=1.2"), "config key 'adjust_maximum'"),
+        (("ckpt_path={ckpt}", "input={dng}", "blend=max"), r"config key 'blend': expected one of \['linear', 'mean'\]"),
+        (("ckpt_path={ckpt}", "input={dng}", "device=gpu"), "config key 'device': expected auto, cpu, cuda or cuda:N"),
         (("ckpt_path={missing}", "input={dng}"), "config key 'ckpt_path': no checkpoint file"),
         (("ckpt_path={dng}", "input={dng}"), "ckpt_path: .* is not a readable checkpoint"),
         (("ckpt_path={ckpt}", "input={missing}"), "config key 'input'"),

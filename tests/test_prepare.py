@@ -119,7 +119,9 @@ def test_valset_from_the_demo_matches_on_the_fly_validation(tmp_path):
         torch.testing.assert_close(stored["lr_raw"], expected["lr_raw"][0])
         torch.testing.assert_close(stored["hr_srgb"], expected["hr_srgb"][0].clamp(0, 1))
         torch.testing.assert_close(stored["hr_linear"], expected["hr_linear"][0])
-        assert float((stored["lr_ref"] - expected["lr_ref"][0]).abs().mean()) < 0.02  # JPEG
+        # The reference is JPEG-compressed once, by the simulation, and stored losslessly: read back bit-exact.
+        assert torch.equal(stored["lr_ref"], expected["lr_ref"][0])
+    assert sorted(p.suffix for p in (out / "ISP").iterdir()) == [".png", ".png"]
 
     with pytest.raises(ConfigError, match="valset.out_dir.*already holds a dataset"):
         prepare(cfg)
@@ -139,3 +141,24 @@ def test_valset_from_a_raw_folder_cache(tmp_path):
     assert all(any(f"_{r.stem}_" in s for r in raws) for s in stems)
     with pytest.raises(ConfigError, match="valset.out_dir' is not set"):
         prepare(compose_prepare(*base))
+
+
+def test_valset_errors_name_the_valset_keys(tmp_path):
+    out = f"valset.out_dir={tmp_path / 'v'}"
+    with pytest.raises(ConfigError, match=r"config key 'valset\.val_crops': expected a multiple of 4"):
+        prepare(compose_prepare("task=valset", out, "valset.source=demo", "valset.val_crops=30"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"config key 'cache_dir': no prepared cache"):
+        prepare(compose_prepare("task=valset", out, f"cache_dir={tmp_path / 'empty'}"))
+    with pytest.raises(
+        ConfigError, match=r"config key 'valset\.device': expected auto, cpu, cuda or cuda:N, got 'gpu'"
+    ):
+        prepare(compose_prepare("task=valset", out, "valset.source=demo", "valset.device=gpu"))
+
+
+def test_valset_bad_key_exits_2_with_one_line(tmp_path):
+    command = [sys.executable, "-m", "rawsr.prepare", "task=valset", f"valset.out_dir={tmp_path / 'v'}"]
+    run = subprocess.run([*command, "valset.source=demo", "valset.val_crops=30"], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "config key 'valset.val_crops'" in lines[0], lines

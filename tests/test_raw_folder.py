@@ -203,11 +203,13 @@ def test_splits_are_disjoint_deterministic_and_configurable(cache):
 
 def test_missing_or_empty_cache_names_the_key_and_the_command(tmp_path, cache):
     raws, cache_dir = cache
-    with pytest.raises(ConfigError, match=r"data\.cache_dir.*does not exist.*rawsr\.prepare task=cache"):
-        RawFolderDataset(scale=2, crop=16, cache_dir=tmp_path / "nowhere", root=raws)
+    with pytest.raises(ConfigError, match=r"'data\.cache_dir'.*does not exist.*rawsr\.prepare task=cache"):
+        RawFolderDataset(scale=2, crop=16, cache_dir=tmp_path / "nowhere", root=raws, cache_key="data.cache_dir")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"data\.cache_dir.*no prepared cache in .*empty"):
+    with pytest.raises(ConfigError, match=r"'data\.train\.cache_dir'.*no prepared cache in .*empty"):
         RawFolderDataset(scale=2, crop=16, cache_dir=tmp_path / "empty", root=raws)
+    with pytest.raises(ConfigError, match=r"'cache_dir'.*no prepared cache in .*empty"):
+        RawFolderDataset(scale=2, crop=16, cache_dir=tmp_path / "empty", root=raws, key="valset", cache_key="cache_dir")
     with pytest.raises(ConfigError, match="no prepared cache.*for raw files below"):
         RawFolderDataset(scale=2, crop=16, cache_dir=cache_dir, root=tmp_path)  # another folder's files
     with pytest.raises(ConfigError, match=r"data\.train.*at least 512"):

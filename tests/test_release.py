@@ -189,3 +189,16 @@ def test_wrong_scale_and_bad_names_are_named(tmp_path):
     (root / "TrainingSet" / "no_number.npy").unlink()
     with pytest.raises(ConfigError, match=r"data\.crop"):
         ReleaseDataset(root, 4, 24, "train")[0]
+
+
+def test_lossless_reference_reads_back_bit_exact(tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    ref = torch.randint(0, 256, (3, 8, 12), generator=generator).float() / 255.0  # 8-bit values, as simulated
+    lr, gt = torch.rand(1, 8, 12, generator=generator), torch.rand(3, 16, 24, generator=generator)
+    write_release_sample(tmp_path, "img_", 0, lr, ref, gt, jpeg_quality=90)
+    write_release_sample(tmp_path, "img_", 0, lr, ref, gt, jpeg_quality=None)
+    assert sorted(p.name for p in (tmp_path / "ISP").iterdir()) == ["img_0000.png"]  # one reference per sample
+    item = ReleaseDataset(tmp_path, scale=2, crop=8, split="val")[0]
+    assert torch.equal(item["lr_ref"], ref)
+    with pytest.raises(ValueError, match="jpeg_quality must be an integer in 1..100 or None, got 0"):
+        write_release_sample(tmp_path, "img_", 0, lr, ref, gt, jpeg_quality=0)

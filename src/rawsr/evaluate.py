@@ -4,28 +4,36 @@ The paper's protocol: inference in overlapping tiles of the training crop with h
 averaged, output clipped to [0, 1]; PSNR over full RGB with no border crop, SSIM (11x11 Gaussian, sigma 1.5),
 each averaged over images. ``protocol=basicsr`` scores the Y channel with a border crop of the scale instead.
 Every table has a ``bicubic`` row (the LR reference upsampled) scored on the same images.
+
+A source of HR linear images (``data=demo``, ``data=raw_folder``) is degraded with the simulation the checkpoint was
+trained with (its ``degradation`` hyper-parameter) unless ``degradation=NAME`` names a preset; a checkpoint that
+records none (rawsr 0.1.0) gets the ``paper`` preset, with a logged line.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from rawsr.cli import check_data_paths
+from rawsr.cli import check_data_paths, resolve_device, run_entry
 from rawsr.config import ConfigError, config_dir, instantiate, require_choice
+from rawsr.inference import BLENDS
 from rawsr.writers import atomic_path, write_image
 
 log = logging.getLogger("rawsr.evaluate")
 
 PROTOCOLS = ("paper", "basicsr")
+#: The simulation preset for a checkpoint that records none (rawsr 0.1.0 checkpoints).
+FALLBACK_DEGRADATION = "paper"
 
 
 def luma_bt601(rgb: torch.Tensor) -> torch.Tensor:
@@ -75,6 +83,38 @@ def _model_name(path: str, taken: Iterable[str]) -> str:
     return name
 
 
+def degradation_config(cfg: DictConfig, module: Any) -> DictConfig:
+    """The simulation to degrade HR linear sources with: ``cfg.degradation`` when given (``degradation=NAME``), else
+    the checkpoint's ``degradation`` hyper-parameter, else the :data:`FALLBACK_DEGRADATION` preset (logged)."""
+    if cfg.get("degradation") is not None:
+        return cfg.degradation
+    recorded = module.hparams.get("degradation")
+    if isinstance(recorded, Mapping):
+        spec = OmegaConf.create(dict(recorded))
+        if "_target_" not in spec:
+            spec._target_ = "rawsr.degradation.Degradation"
+        return spec
+    log.info(
+        "the checkpoint records no degradation: HR linear sources are degraded with the '%s' preset "
+        "(choose another with degradation=NAME)",
+        FALLBACK_DEGRADATION,
+    )
+    return OmegaConf.load(config_dir() / "degradation" / f"{FALLBACK_DEGRADATION}.yaml")
+
+
+def build_datamodule(cfg: DictConfig, module: Any) -> Any:
+    """The data module of ``cfg.data`` at the checkpoint's scale and tile, with the simulation of
+    :func:`degradation_config` at that scale."""
+    degradation = instantiate(degradation_config(cfg, module), scale=module.scale)
+    return instantiate(
+        cfg.data,
+        scale=module.scale,
+        crop=module.tile,
+        num_workers=min(cfg.data.num_workers, 2),
+        degradation=degradation,
+    )
+
+
 def evaluate(cfg: DictConfig) -> list[dict]:
     """Score ``cfg.ckpt_path`` (and ``cfg.compare``) plus bicubic on the validation images.
 
@@ -85,10 +125,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
-    require_choice(cfg.blend, "blend", ("mean", "linear"))
-    require_choice(cfg.device, "device", ("auto", "cpu", "cuda"))
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if cfg.device == "auto" else cfg.device)
+    require_choice(cfg.blend, "blend", BLENDS)
+    device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
     for path in paths:
@@ -106,12 +144,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             )
 
     check_data_paths(cfg.data)
-    with open_dict(cfg):  # the checkpoint decides the scale and the tile
-        cfg.data.scale, cfg.data.crop = first.scale, first.tile
-        cfg.data.num_workers = min(cfg.data.num_workers, 2)
-    datamodule = instantiate(cfg.data)
-    if cfg.get("degradation"):
-        datamodule.degradation = instantiate(cfg.degradation)
+    datamodule = build_datamodule(cfg, first)  # the checkpoint decides the scale, the tile and the simulation
     datamodule.setup("validate")
     out_dir = Path(cfg.paths.output_dir)
     per_image: list[dict] = []
@@ -163,11 +196,9 @@ def _print_table(summary: Sequence[dict], protocol: str, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except ConfigError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
+    status = run_entry(lambda: evaluate(cfg) and None, log)
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

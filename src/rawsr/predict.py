@@ -33,8 +33,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from rawsr.camera import RAW_EXTENSIONS, check_adjust_maximum
+from rawsr.cli import EXIT_SKIPPED, resolve_device, run_entry
 from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
-from rawsr.inference.super_resolve import PRECISIONS
+from rawsr.inference import BLENDS, PRECISIONS
+from rawsr.model import RawSRNet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -160,10 +162,8 @@ def check_config(cfg: DictConfig) -> None:
         if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
             raise ConfigError(f"config key '{key}' is not set: give {key}=PATH")
     require_choice(cfg.format, "format", OUTPUT_SUFFIXES)
-    require_choice(cfg.blend, "blend", ("linear", "mean"))
+    require_choice(cfg.blend, "blend", BLENDS)
     require_choice(str(cfg.precision), "precision", PRECISIONS)
-    device = str(cfg.device)
-    require(device in ("auto", "cpu") or device.startswith("cuda"), "device", "auto, cpu, cuda or cuda:N", device)
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
     check_adjust_maximum(cfg.adjust_maximum, "adjust_maximum")
@@ -177,9 +177,9 @@ def check_config(cfg: DictConfig) -> None:
     )
 
 
-def check_tiling(tile: int, overlap: int | None, multiple: int) -> None:
-    """Refuse a checkpoint tile the network cannot take, or an ``overlap`` that would leave gaps or put tile
-    origins on odd pixels (which would swap the colours of the mosaic)."""
+def check_tiling(tile: int, overlap: int | None, multiple: int = RawSRNet.SIZE_MULTIPLE) -> None:
+    """Refuse a checkpoint tile the network cannot take (not a multiple of ``multiple``), or an ``overlap`` that
+    would leave gaps or put tile origins on odd pixels (which would swap the colours of the mosaic)."""
     if tile % multiple:
         raise ConfigError(f"config key 'ckpt_path': the checkpoint's tile {tile} is not a multiple of {multiple}")
     if overlap is not None and (overlap >= tile or (tile - overlap) % 2):
@@ -187,17 +187,6 @@ def check_tiling(tile: int, overlap: int | None, multiple: int) -> None:
             f"config key 'overlap': expected null or an overlap below the checkpoint's tile {tile} with "
             f"tile - overlap even, got {overlap}"
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA device that is absent -> :class:`ConfigError`."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'device': {name} asked for, but no CUDA device is available")
-    return torch.device(name)
 
 
 def predict(cfg: DictConfig) -> PredictReport:
@@ -210,6 +199,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         check_config(cfg)
     except MissingMandatoryValue as error:
         raise ConfigError(str(error)) from None
+    device = resolve_device(cfg.device, "device")
     inputs = find_inputs(cfg.input)
     stems = output_stems(inputs)
     ckpt = Path(cfg.ckpt_path)
@@ -222,12 +212,11 @@ def predict(cfg: DictConfig) -> PredictReport:
     from rawsr.camera import RawReadError
     from rawsr.training import load_checkpoint
 
-    device = resolve_device(str(cfg.device))
     try:
         model = load_checkpoint(ckpt, map_location="cpu")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    check_tiling(model.tile, cfg.overlap, getattr(model.net, "SIZE_MULTIPLE", 4))
+    check_tiling(model.tile, cfg.overlap)
     model.net.to(device).eval()
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -261,15 +250,16 @@ def summarise(report: PredictReport) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig) -> int:
-    """Predict, log the summary and return the exit code: 0, 1 if any input was skipped, 2 for a bad config."""
-    try:
-        report = predict(cfg)
-    except ConfigError as error:
-        log.error("%s", error)
-        return 2
+def _predict_and_summarise(cfg: DictConfig) -> int:
+    report = predict(cfg)
     log.info("%s", summarise(report))
-    return 1 if report.skipped else 0
+    return EXIT_SKIPPED if report.skipped else 0
+
+
+def run(cfg: DictConfig) -> int:
+    """Predict, log the summary and return the exit code (:mod:`rawsr.cli`): 0, 1 if any input was skipped, 2 for a
+    bad config."""
+    return run_entry(lambda: _predict_and_summarise(cfg), log)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

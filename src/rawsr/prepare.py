@@ -5,8 +5,10 @@ parallel, resumably) with :func:`rawsr.data.raw_folder.prepare_cache`; unreadabl
 and make the exit status 1. ``task=valset valset.out_dir=DIR`` degrades ``valset.num_images`` images of a source
 (the ``raw_folder`` cache's held-out split, or the embedded demo photographs) once with the configured
 ``degradation`` preset, image ``i`` with seed ``valset.seed + i``, and writes them in the released dataset's layout
-(:func:`rawsr.data.release.write_release_sample`), which :class:`rawsr.data.release.ReleaseDataset` then reads.
-Config errors exit with status 2 and one message naming the key.
+(:func:`rawsr.data.release.write_release_sample`), which :class:`rawsr.data.release.ReleaseDataset` then reads. The
+colour references are JPEG-compressed once, by the simulation (its ``reference.jpeg`` range), as training references
+are, and stored losslessly (``ISP/<name>.png``): they read back exactly as simulated.
+Config errors exit with status 2 and one message naming the key (:func:`rawsr.cli.run_entry`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
+from rawsr.cli import resolve_device, run_entry
+from rawsr.config import ConfigError, config_dir, instantiate, require, require_choice, require_positive_int
 
 log = logging.getLogger("rawsr.prepare")
 
@@ -65,7 +68,7 @@ def _valset_source(cfg: DictConfig):
         from rawsr.data.demo import DemoImages
 
         require(vs.val_crops is not None, "valset.val_crops", "an LR crop side for the demo photographs", None)
-        dataset = DemoImages(split="val", scale=vs.scale, crop=vs.crop, val_crops=vs.val_crops)
+        dataset = DemoImages(split="val", scale=vs.scale, crop=vs.crop, val_crops=vs.val_crops, key="valset")
         return dataset, ["demo"] * len(dataset)
     from rawsr.data.raw_folder import RawFolderDataset
 
@@ -78,24 +81,15 @@ def _valset_source(cfg: DictConfig):
         val_fraction=vs.val_fraction,
         val_files=list(vs.val_files) if vs.val_files is not None else None,
         val_crops=vs.val_crops,
+        key="valset",
+        cache_key="cache_dir",
     )
     return dataset, [Path(e["source"]).stem for e in dataset.entries]
-
-
-def _device(name: str):
-    import torch
-
-    require_choice(name, "valset.device", ("auto", "cpu", "cuda"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    require(name == "cpu" or torch.cuda.is_available(), "valset.device", "cpu when CUDA is unavailable", name)
-    return torch.device(name)
 
 
 def run_valset(cfg: DictConfig) -> int:
     """``task=valset``: degrade a fixed set of images once and write it in the release layout; return 0."""
     import torch
-    from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
     from rawsr.data.release import LR_DIR, ReleaseDataset, write_release_sample
@@ -106,12 +100,6 @@ def run_valset(cfg: DictConfig) -> int:
     require_positive_int(vs.scale, "valset.scale")
     require_positive_int(vs.crop, "valset.crop", even=True)
     require(
-        isinstance(vs.jpeg_quality, int) and 1 <= vs.jpeg_quality <= 100,
-        "valset.jpeg_quality",
-        "1..100",
-        vs.jpeg_quality,
-    )
-    require(
         not any((out_dir / LR_DIR).glob("*.npy")),
         "valset.out_dir",
         "a new or empty folder (it already holds a dataset: choose another or remove it)",
@@ -119,7 +107,7 @@ def run_valset(cfg: DictConfig) -> int:
     )
     if cfg.get("degradation") is None:
         raise ConfigError("config key 'degradation': no simulation preset; choose one with degradation=NAME")
-    device = _device(vs.device)
+    device = resolve_device(vs.device, "valset.device")
     dataset, names = _valset_source(cfg)
     count = len(dataset) if vs.num_images is None else vs.num_images
     require(
@@ -142,9 +130,9 @@ def run_valset(cfg: DictConfig) -> int:
             out["lr_ref"][0],
             out["hr_srgb"][0],
             out["hr_linear"][0],
-            jpeg_quality=vs.jpeg_quality,
+            jpeg_quality=None,  # compressed once already, by the simulation: stored losslessly
         )
-    check = ReleaseDataset(out_dir, scale=vs.scale, crop=vs.crop, split="val")
+    check = ReleaseDataset(out_dir, scale=vs.scale, crop=vs.crop, split="val", key="valset")
     log.info("validation set %s: %d images (x%d), read back with data=rawsr_release", out_dir, len(check), vs.scale)
     return 0
 
@@ -158,11 +146,7 @@ def prepare(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="prepare")
 def _main(cfg: DictConfig) -> None:
-    try:
-        status = prepare(cfg)
-    except ConfigError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
+    status = run_entry(lambda: prepare(cfg), log)
     if status:
         raise SystemExit(status)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from rawsr.cli import check_data_paths
-from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int
+from rawsr.cli import check_data_paths, run_entry
+from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int, require_scale
 
 log = logging.getLogger("rawsr.train")
 
@@ -45,13 +45,31 @@ def resolve_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
+#: Config keys that must equal ``data.scale`` (the stock configs interpolate it: ``${data.scale}``).
+SCALE_KEYS = ("model.net.scale", "degradation.scale")
+
+
+def check_scales(cfg: DictConfig) -> int:
+    """Return ``data.scale``, the one key that sets the super-resolution factor; refuse a config where another
+    scale key (:data:`SCALE_KEYS`) was set to something else."""
+    scale = require_scale(cfg.data.scale, "data.scale")
+    for key in SCALE_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value != scale:
+            raise ConfigError(
+                f"config key '{key}': {value} differs from data.scale={scale}; set the scale once, with "
+                f"data.scale={value}, and leave {key} to follow it"
+            )
+    return scale
+
+
 def instantiate_all(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Build ``(datamodule, model, trainer)`` from a composed config."""
     import lightning as L
 
-    datamodule = instantiate(cfg.data)  # checks data.* first: the simulation's scale comes from data.scale
-    if cfg.get("degradation"):
-        datamodule.degradation = instantiate(cfg.degradation)
+    check_scales(cfg)
+    degradation = instantiate(cfg.degradation) if cfg.get("degradation") else None
+    datamodule = instantiate(cfg.data, degradation=degradation)
     model = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -76,6 +94,7 @@ def save_final_checkpoint(trainer: Any) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
+    check_scales(cfg)
     check_data_paths(cfg.data)
     ckpt_path = resolve_checkpoint(cfg)
     set_threads(cfg.get("threads"))
@@ -115,11 +134,15 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        return train(cfg)
-    except ConfigError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
+    result: dict[str, float | None] = {}
+
+    def work() -> None:
+        result["metric"] = train(cfg)
+
+    status = run_entry(work, log)
+    if status:
+        raise SystemExit(status)
+    return result["metric"]
 
 
 if __name__ == "__main__":

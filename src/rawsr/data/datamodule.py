@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rawsr.config import require, require_positive_int, require_scale
+from rawsr.model import RawSRNet
 
 #: Keys of a batch that is ready for the network.
 DEGRADED_KEYS = ("lr_raw", "lr_ref", "hr_srgb")
@@ -50,7 +51,8 @@ class RawSRDataModule(L.LightningDataModule):
         super().__init__()
         require_scale(scale, "data.scale")
         require_positive_int(crop, "data.crop", even=True)
-        require(crop % 4 == 0, "data.crop", "a multiple of 4 (the network halves the packed raw twice)", crop)
+        multiple = RawSRNet.SIZE_MULTIPLE
+        require(crop % multiple == 0, "data.crop", f"a multiple of {multiple} (RawSRNet.SIZE_MULTIPLE)", crop)
         require_positive_int(batch_size, "data.batch_size")
         require_positive_int(val_batch_size, "data.val_batch_size")
         require(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", "an integer >= 0", num_workers)

@@ -22,8 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from rawsr.config import require, require_choice, require_positive_int, require_range
+from rawsr.data.keys import shared_key, source_key
 from rawsr.degradation.cameras import sample_camera
 from rawsr.imaging import unprocess
+from rawsr.model import RawSRNet
 
 #: Photographs used for training and validation (names of ``skimage.data`` functions).
 TRAIN_IMAGES = (
@@ -38,16 +40,19 @@ TRAIN_IMAGES = (
 VAL_IMAGES = ("chelsea", "coffee")
 
 
-def load_skimage(name: str) -> np.ndarray:
-    """Return ``skimage.data.<name>()`` as float32 sRGB ``(H, W, 3)`` in [0, 1] (left view for stereo pairs)."""
+def load_skimage(name: str, key: str = "images") -> np.ndarray:
+    """Return ``skimage.data.<name>()`` as float32 sRGB ``(H, W, 3)`` in [0, 1] (left view for stereo pairs).
+
+    Errors name the config key ``key`` that listed ``name``.
+    """
     import skimage.data
 
     loader = getattr(skimage.data, name, None)
-    require(callable(loader), "data.train.images", "names of scikit-image sample images", name)
+    require(callable(loader), key, "names of scikit-image sample images", name)
     image = loader()
     if isinstance(image, tuple):  # stereo pairs: keep the left view
         image = image[0]
-    require(image.ndim == 3 and image.shape[2] >= 3, "data.train.images", "colour images", name)
+    require(image.ndim == 3 and image.shape[2] >= 3, key, "colour images", name)
     return image[..., :3].astype(np.float32) / 255.0
 
 
@@ -60,11 +65,14 @@ class DemoImages(Dataset):
         crop: LR crop side (the network's tile), even.
         images: photograph names; defaults to :data:`TRAIN_IMAGES` or :data:`VAL_IMAGES` by split.
         samples_per_epoch: length of the training set (crops are drawn at random each time).
-        val_crops: side of the fixed validation crops in LR pixels (a multiple of 4, at least ``crop``);
-            validation then exercises the overlapping-tile inference.
+        val_crops: side of the fixed validation crops in LR pixels (a multiple of
+            :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`, at least ``crop``); validation then exercises the
+            overlapping-tile inference.
         tone: whether the unprocessing inverts a tone curve as well (project default: no).
         exposure: ``[low, high]`` range of the exposure gain (log-uniform, drawn per crop, ``low >= 1``) applied
             to the linear camera RGB before clipping it to [0, 1] (module docstring).
+        key: the config key this source is configured under; errors name ``<key>.<argument>`` (``None``: the data
+            module's ``data.<split>``; ``rawsr.prepare`` passes ``valset``).
 
     Each item is ``{"hr_linear": (3, S, S), "wb": (3,), "ccm": (3, 3), "index": int}`` with ``S = scale * crop`` for
     training and ``S = scale * val_crops`` for validation. Validation items are identical at every call.
@@ -80,30 +88,33 @@ class DemoImages(Dataset):
         val_crops: int = 128,
         tone: bool = False,
         exposure: Sequence[float] = (1.0, 4.0),
+        key: str | None = None,
     ) -> None:
-        require_choice(split, "data.<split>.split", ("train", "val"))
-        require_positive_int(scale, "data.scale")
-        require_positive_int(crop, "data.crop", even=True)
-        require_positive_int(samples_per_epoch, "data.train.samples_per_epoch")
+        key = source_key(key, split)
+        require_choice(split, f"{key}.split", ("train", "val"))
+        require_positive_int(scale, shared_key(key, "scale"))
+        require_positive_int(crop, shared_key(key, "crop"), even=True)
+        require_positive_int(samples_per_epoch, f"{key}.samples_per_epoch")
+        multiple = RawSRNet.SIZE_MULTIPLE
         require(
-            isinstance(val_crops, int) and val_crops >= crop and val_crops % 4 == 0,
-            "data.val.val_crops",
-            f"a multiple of 4 no smaller than data.crop={crop}",
+            isinstance(val_crops, int) and val_crops >= crop and val_crops % multiple == 0,
+            f"{key}.val_crops",
+            f"a multiple of {multiple} no smaller than the crop {crop}",
             val_crops,
         )
         self.split, self.scale, self.crop = split, scale, crop
         self.samples_per_epoch, self.tone = samples_per_epoch, tone
-        self.exposure = require_range(exposure, f"data.{split}.exposure", 1.0, None)
+        self.exposure = require_range(exposure, f"{key}.exposure", 1.0, None)
         names = tuple(images) if images is not None else (TRAIN_IMAGES if split == "train" else VAL_IMAGES)
-        require(len(names) > 0, f"data.{split}.images", "at least one image name", names)
+        require(len(names) > 0, f"{key}.images", "at least one image name", names)
         side = scale * (crop if split == "train" else val_crops)
         self.side = side
         self.images = []
         for name in names:
-            image = torch.from_numpy(load_skimage(name)).permute(2, 0, 1).contiguous()
+            image = torch.from_numpy(load_skimage(name, f"{key}.images")).permute(2, 0, 1).contiguous()
             require(
                 min(image.shape[1:]) >= side,
-                f"data.{split}.images",
+                f"{key}.images",
                 f"images at least {side} px on each side (scale * crop)",
                 f"{name} of size {tuple(image.shape[1:])}",
             )

@@ -36,6 +36,8 @@ from torch.utils.data import Dataset
 
 from rawsr.camera import RAW_EXTENSIONS, RawReadError, check_adjust_maximum, read_raw
 from rawsr.config import ConfigError, require, require_choice, require_positive_int
+from rawsr.data.keys import shared_key, source_key
+from rawsr.model import RawSRNet
 from rawsr.writers import atomic_write
 
 log = logging.getLogger(__name__)
@@ -279,8 +281,10 @@ def load_entries(cache_dir: Path, root: Path | None) -> list[dict[str, Any]]:
     return entries
 
 
-def split_entries(entries: list[dict[str, Any]], split: str, val_fraction: float, val_files) -> list[dict]:
-    """The entries of one split.
+def split_entries(
+    entries: list[dict[str, Any]], split: str, val_fraction: float, val_files, key: str = "data.val"
+) -> list[dict]:
+    """The entries of one split; errors name ``<key>.val_files`` or ``<key>.val_fraction``.
 
     With ``val_files`` (file names or stems), those are validation and the rest training. Otherwise the
     ``ceil(val_fraction * n)`` entries with the smallest hash of their file name are validation: the split
@@ -290,10 +294,10 @@ def split_entries(entries: list[dict[str, Any]], split: str, val_fraction: float
     if val_files is not None:
         wanted = {str(v) for v in val_files}
         known = set(names) | {Path(n).stem for n in names}
-        require(wanted <= known, "data.val.val_files", "names of cached raw files", sorted(wanted - known))
+        require(wanted <= known, f"{key}.val_files", "names of cached raw files", sorted(wanted - known))
         is_val = [n in wanted or Path(n).stem in wanted for n in names]
     else:
-        require(0.0 <= val_fraction < 1.0, "data.val.val_fraction", "a fraction in [0, 1)", val_fraction)
+        require(0.0 <= val_fraction < 1.0, f"{key}.val_fraction", "a fraction in [0, 1)", val_fraction)
         order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].encode()).hexdigest())
         n_val = int(np.ceil(val_fraction * len(names)))
         is_val = [False] * len(names)
@@ -313,11 +317,16 @@ class RawFolderDataset(Dataset):
         split: ``"train"`` (random crops) or ``"val"`` (fixed images).
         val_fraction: share of the files held out for validation when ``val_files`` is not given.
         val_files: names (or stems) of the validation files.
-        samples_per_image: training crops per file and epoch (the training set has ``n_files *`` that items).
-        val_crops: LR side of the fixed centre crop of each validation image (a multiple of 4); ``None``: the
-            whole image, trimmed so that its LR size is a multiple of 4.
+        samples_per_image: training crops per file and epoch (the training set has ``n_files *`` that items); 10 as
+            in the released code, whose training set holds 10 degraded samples of each ground truth.
+        val_crops: LR side of the fixed centre crop of each validation image (a multiple of
+            :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`); ``None``: the whole image, trimmed so that its LR size is
+            such a multiple.
+        key: the config key this source is configured under; errors name ``<key>.<argument>`` (``None``: the data
+            module's ``data.<split>``; ``rawsr.prepare`` passes ``valset``).
+        cache_key: the config key that names ``cache_dir`` in errors (``None``: ``<key>.cache_dir``).
 
-    The defaults of ``val_fraction``, ``samples_per_image`` and ``val_crops`` are this project's, not the paper's.
+    The defaults of ``val_fraction`` and ``val_crops`` are this project's, not the paper's.
     Crop coordinates: the HR linear image is already demosaiced, so training crops may start at any pixel (the
     simulation mosaics after downsampling by ``scale``). Items are ``{"hr_linear": (3, S, S) float32 in [0, 1]
     (not white balanced), "wb": (3,), "ccm": (3, 3), "index": int}``.
@@ -332,18 +341,23 @@ class RawFolderDataset(Dataset):
         split: str = "train",
         val_fraction: float = 0.1,
         val_files: Sequence[str] | None = None,
-        samples_per_image: int = 16,
+        samples_per_image: int = 10,
         val_crops: int | None = None,
+        key: str | None = None,
+        cache_key: str | None = None,
     ) -> None:
-        require_choice(split, "data.<split>.split", ("train", "val"))
-        require_positive_int(scale, "data.scale")
-        require_positive_int(crop, "data.crop", even=True)
-        require_positive_int(samples_per_image, f"data.{split}.samples_per_image")
+        key = source_key(key, split)
+        cache_key = cache_key or f"{key}.cache_dir"
+        require_choice(split, f"{key}.split", ("train", "val"))
+        require_positive_int(scale, shared_key(key, "scale"))
+        require_positive_int(crop, shared_key(key, "crop"), even=True)
+        require_positive_int(samples_per_image, f"{key}.samples_per_image")
+        multiple = RawSRNet.SIZE_MULTIPLE
         if val_crops is not None:
             require(
-                isinstance(val_crops, int) and val_crops > 0 and val_crops % 4 == 0,
-                f"data.{split}.val_crops",
-                "a positive multiple of 4 or null",
+                isinstance(val_crops, int) and val_crops > 0 and val_crops % multiple == 0,
+                f"{key}.val_crops",
+                f"a positive multiple of {multiple} or null",
                 val_crops,
             )
         self.scale, self.crop, self.split = scale, crop, split
@@ -352,20 +366,20 @@ class RawFolderDataset(Dataset):
         root = Path(root) if root is not None else None
         hint = f"run `python -m rawsr.prepare task=cache input_dir={root or '<raw folder>'} cache_dir={cache_dir}`"
         if not cache_dir.is_dir():
-            raise ConfigError(f"config key 'data.cache_dir': {cache_dir} does not exist; {hint} first")
+            raise ConfigError(f"config key '{cache_key}': {cache_dir} does not exist; {hint} first")
         cached = load_entries(cache_dir, root)
         if not cached:
             below = f" for raw files below {root}" if root is not None else ""
-            raise ConfigError(f"config key 'data.cache_dir': no prepared cache in {cache_dir}{below}; {hint} first")
-        entries = split_entries(cached, split, val_fraction, val_files)
-        side = scale * (crop if split == "train" else (val_crops or 4))
+            raise ConfigError(f"config key '{cache_key}': no prepared cache in {cache_dir}{below}; {hint} first")
+        entries = split_entries(cached, split, val_fraction, val_files, key)
+        side = scale * (crop if split == "train" else (val_crops or multiple))
         fit = [e for e in entries if min(e["shape"][1:]) >= side]
         for e in entries:
             if e not in fit:
                 log.warning("%s: HR image %s is smaller than %d px; not used", e["source"], e["shape"][1:], side)
         require(
             len(fit) > 0,
-            f"data.{split}",
+            key,
             f"at least one cached image of at least {side} HR pixels a side in the {split} split",
             f"{len(entries)} of {len(cached)} cached images in the split, {len(fit)} large enough",
         )
@@ -397,7 +411,7 @@ class RawFolderDataset(Dataset):
             top = int(torch.randint(h - side + 1, (1,)))  # the worker's seeded global RNG
             left = int(torch.randint(w - side + 1, (1,)))
             return top, left, side, side
-        unit = 4 * self.scale  # LR size a multiple of 4
+        unit = RawSRNet.SIZE_MULTIPLE * self.scale  # an LR size the network takes
         if self.val_crops is not None:
             side = self.scale * self.val_crops
             return (h - side) // 2, (w - side) // 2, side, side

@@ -5,6 +5,7 @@
     <root>/TrainingSet/<stem>NNNN.npy   LR Bayer mosaic, 2-D float (h, w), RGGB, NNNN = sample number
     <root>/GT/<stem>.npy                HR sRGB ground truth, float (s*h, s*w, 3) in [0, 1]
     <root>/ISP/<stem>NNNN.jpeg          LR colour reference, 8-bit JPEG (h, w, 3), read as /255
+                                        (or .png: a reference written losslessly, see write_release_sample)
     <root>/RAWImage/<stem>.npy          HR linear ground truth (s*h, s*w, 3), optional
 
 ``root`` is one split folder of the release (e.g. ``Blind_x4/TRAINING``), or the folder above the splits, in which
@@ -25,9 +26,13 @@ import torch
 from torch.utils.data import Dataset
 
 from rawsr.config import ConfigError, require, require_choice, require_positive_int
+from rawsr.data.keys import shared_key, source_key
+from rawsr.model import RawSRNet
 from rawsr.writers import atomic_write
 
 LR_DIR, GT_DIR, ISP_DIR, LINEAR_DIR = "TrainingSet", "GT", "ISP", "RAWImage"
+#: Suffixes of a colour reference: the release's JPEG, or a lossless PNG (a reference compressed once already).
+REFERENCE_SUFFIXES = (".jpeg", ".png")
 _SAMPLE = re.compile(r"(.+)(\d{4})")
 #: Names of the split folders in the authors' layout (``Dataset/Training``) and in PRNet's (``Blind_x2/TRAINING``).
 SPLIT_FOLDERS = {
@@ -36,14 +41,14 @@ SPLIT_FOLDERS = {
 }
 
 
-def split_root(root: Path, split: str) -> Path:
-    """The folder holding ``TrainingSet/`` for ``split``: ``root`` itself, or its split subfolder."""
+def split_root(root: Path, split: str, key: str = "root") -> Path:
+    """The folder holding ``TrainingSet/`` for ``split``: ``root`` itself, or its split subfolder; errors name the
+    config key ``key``."""
     if (root / LR_DIR).is_dir():
         return root
     for name in SPLIT_FOLDERS[split]:
         if (root / name / LR_DIR).is_dir():
             return root / name
-    key = f"data.{split}.root"
     if not root.is_dir():
         raise ConfigError(f"config key '{key}': {root} does not exist")
     raise ConfigError(
@@ -83,21 +88,30 @@ class ReleaseDataset(Dataset):
         crop: LR crop side for training (even).
         split: ``"train"``: random ``crop`` x ``crop`` LR crops at even coordinates (keeping the RGGB phase),
             the GT (and HR linear) crop at ``scale`` times those coordinates (the released loader hard-codes 2);
-            ``"val"``: whole images, LR trimmed to a multiple of 4, GT to ``scale`` times that.
+            ``"val"``: whole images, LR trimmed to a multiple of :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`, GT to
+            ``scale`` times that.
+        key: the config key this source is configured under; errors name ``<key>.root`` (``None``: the data
+            module's ``data.<split>``), and ``scale``/``crop`` as :func:`rawsr.data.keys.shared_key` does.
 
     Items: ``{"lr_raw": (1, h, w), "lr_ref": (3, h, w), "hr_srgb": (3, s*h, s*w), "index": int}``, all float32,
     plus ``"hr_linear": (3, s*h, s*w)`` when every GT has a ``RAWImage`` partner (so that batches collate).
     """
 
-    def __init__(self, root: str | os.PathLike, scale: int, crop: int, split: str = "train") -> None:
-        require_choice(split, "data.<split>.split", ("train", "val"))
-        require_positive_int(scale, "data.scale")
-        require_positive_int(crop, "data.crop", even=True)
-        self.root, self.scale, self.crop, self.split = split_root(Path(root), split), scale, crop, split
+    def __init__(
+        self, root: str | os.PathLike, scale: int, crop: int, split: str = "train", key: str | None = None
+    ) -> None:
+        key = source_key(key, split)
+        self.key = key
+        require_choice(split, f"{key}.split", ("train", "val"))
+        require_positive_int(scale, shared_key(key, "scale"))
+        require_positive_int(crop, shared_key(key, "crop"), even=True)
+        self.root, self.scale, self.crop, self.split = split_root(Path(root), split, f"{key}.root"), scale, crop, split
         self.lr_files = sorted((self.root / LR_DIR).glob("*.npy"))
         if not self.lr_files:
-            raise ConfigError(f"config key 'data.{split}.root': no LR mosaics {self.root / LR_DIR}/*.npy")
-        isp_names = {p.name for p in (self.root / ISP_DIR).glob("*.jpeg")}
+            raise ConfigError(f"config key '{key}.root': no LR mosaics {self.root / LR_DIR}/*.npy")
+        isp = self.root / ISP_DIR
+        references = {p.stem: p for p in (isp.iterdir() if isp.is_dir() else ()) if p.suffix in REFERENCE_SUFFIXES}
+        self.references: list[Path] = []
         gt_shapes: dict[str, tuple[int, ...]] = {}
         self.stems = []
         for lr in self.lr_files:
@@ -107,13 +121,14 @@ class ReleaseDataset(Dataset):
                 if not gt.is_file():
                     raise FileNotFoundError(f"{lr}: its ground truth {gt} is missing")
                 gt_shapes[stem] = npy_shape(gt)
-            if f"{lr.stem}.jpeg" not in isp_names:
+            if lr.stem not in references:
                 raise FileNotFoundError(
                     f"{lr}: its colour reference {self.root / ISP_DIR / (lr.stem + '.jpeg')} is missing"
                 )
+            self.references.append(references[lr.stem])
             if not _sizes_match(npy_shape(lr), gt_shapes[stem], scale):
                 raise ValueError(
-                    f"{gt}: GT shape {gt_shapes[stem]} is not data.scale={scale} times the LR mosaic "
+                    f"{gt}: GT shape {gt_shapes[stem]} is not {shared_key(key, 'scale')}={scale} times the LR mosaic "
                     f"{lr} of shape {npy_shape(lr)} (expected (scale*h, scale*w, 3))"
                 )
             self.stems.append(stem)
@@ -123,13 +138,17 @@ class ReleaseDataset(Dataset):
         return len(self.lr_files)
 
     def _window(self, lr_shape: tuple[int, ...], lr_path: Path) -> tuple[int, int, int, int]:
-        """LR ``(top, left, height, width)``: even random crop for training, multiple-of-4 trim for validation."""
+        """LR ``(top, left, height, width)``: even random crop for training; for validation the image trimmed to a
+        multiple of :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`."""
         h, w = lr_shape
         if self.split == "val":
-            require(h >= 4 and w >= 4, "data.val.root", "LR mosaics of at least 4x4", f"{lr_path} of {lr_shape}")
-            return 0, 0, h // 4 * 4, w // 4 * 4
+            m = RawSRNet.SIZE_MULTIPLE
+            require(
+                h >= m and w >= m, f"{self.key}.root", f"LR mosaics of at least {m}x{m}", f"{lr_path} of {lr_shape}"
+            )
+            return 0, 0, h // m * m, w // m * m
         c = self.crop
-        require(h >= c and w >= c, "data.crop", f"at most the LR size {lr_shape} of {lr_path}", c)
+        require(h >= c and w >= c, shared_key(self.key, "crop"), f"at most the LR size {lr_shape} of {lr_path}", c)
         top = 2 * int(torch.randint((h - c) // 2 + 1, (1,)))  # even: keeps the RGGB phase
         left = 2 * int(torch.randint((w - c) // 2 + 1, (1,)))
         return top, left, c, c
@@ -140,7 +159,7 @@ class ReleaseDataset(Dataset):
         lr_path, stem, s = self.lr_files[index], self.stems[index], self.scale
         lr = np.load(lr_path, mmap_mode="r")
         top, left, h, w = self._window(lr.shape, lr_path)
-        isp_path = self.root / ISP_DIR / f"{lr_path.stem}.jpeg"
+        isp_path = self.references[index]
         with Image.open(isp_path) as im:
             ref = np.asarray(im.convert("RGB"))
         if ref.shape[:2] != lr.shape:
@@ -188,7 +207,7 @@ def write_release_sample(
     lr_ref,
     hr_srgb,
     hr_linear=None,
-    jpeg_quality: int = 95,
+    jpeg_quality: int | None = 95,
 ) -> Path:
     """Write one degraded sample in the release layout (each file atomically: temporary name, then rename).
 
@@ -197,11 +216,14 @@ def write_release_sample(
         stem: the GT name; the LR name is ``stem`` plus the 4-digit ``sample``.
         sample: sample number in 0..9999.
         lr_raw: ``(1, h, w)`` or ``(h, w)`` RGGB mosaic.
-        lr_ref: ``(3, h, w)`` colour reference in [0, 1], stored as an 8-bit JPEG of quality ``jpeg_quality``
-            (the release's format; JPEG is lossy, so a reader gets it back within the JPEG error only).
+        lr_ref: ``(3, h, w)`` colour reference in [0, 1], stored with 8 bits: as a JPEG of quality ``jpeg_quality``
+            (the release's format; JPEG is lossy, so a reader gets it back within the JPEG error only), or, with
+            ``jpeg_quality=None``, as a lossless PNG ``ISP/<name>.png`` (for a reference that is JPEG-compressed
+            already: a reference of 8-bit values is read back bit-exact).
         hr_srgb: ``(3, s*h, s*w)`` sRGB ground truth in [0, 1] (clipped to it).
         hr_linear: ``(3, s*h, s*w)`` HR linear ground truth, or ``None``.
-        jpeg_quality: 1..100; the release's JPEG quality is not published, 95 is this project's default.
+        jpeg_quality: 1..100, or ``None`` for a lossless PNG; the release's JPEG quality is not published, 95 is
+            this project's default.
 
     Returns:
         the LR file written.
@@ -210,8 +232,10 @@ def write_release_sample(
 
     if not (isinstance(sample, int) and 0 <= sample <= 9999):
         raise ValueError(f"write_release_sample: sample must be an integer in 0..9999, got {sample!r}")
-    if not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
-        raise ValueError(f"write_release_sample: jpeg_quality must be an integer in 1..100, got {jpeg_quality!r}")
+    if not (jpeg_quality is None or (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100)):
+        raise ValueError(
+            f"write_release_sample: jpeg_quality must be an integer in 1..100 or None, got {jpeg_quality!r}"
+        )
     lr, ref, gt = _hwc(lr_raw, 1, "lr_raw"), _hwc(lr_ref, 3, "lr_ref"), _hwc(hr_srgb, 3, "hr_srgb")
     if ref.shape[:2] != lr.shape:
         raise ValueError(f"write_release_sample: lr_ref size {ref.shape[:2]} differs from lr_raw {lr.shape}")
@@ -219,11 +243,17 @@ def write_release_sample(
     for folder in (LR_DIR, GT_DIR, ISP_DIR) + ((LINEAR_DIR,) if hr_linear is not None else ()):
         (root / folder).mkdir(parents=True, exist_ok=True)
     name = f"{stem}{sample:04d}"
-    jpeg = io.BytesIO()
-    Image.fromarray(np.round(np.clip(ref, 0.0, 1.0) * 255.0).astype(np.uint8)).save(
-        jpeg, format="JPEG", quality=jpeg_quality
-    )
-    atomic_write(root / ISP_DIR / f"{name}.jpeg", lambda f: f.write(jpeg.getvalue()))
+    encoded = io.BytesIO()
+    reference = Image.fromarray(np.round(np.clip(ref, 0.0, 1.0) * 255.0).astype(np.uint8))
+    if jpeg_quality is None:
+        reference.save(encoded, format="PNG")
+    else:
+        reference.save(encoded, format="JPEG", quality=jpeg_quality)
+    suffix = ".png" if jpeg_quality is None else ".jpeg"
+    for other in REFERENCE_SUFFIXES:
+        if other != suffix:
+            (root / ISP_DIR / f"{name}{other}").unlink(missing_ok=True)  # one reference per sample
+    atomic_write(root / ISP_DIR / f"{name}{suffix}", lambda f: f.write(encoded.getvalue()))
     atomic_write(root / GT_DIR / f"{stem}.npy", lambda f: np.save(f, np.clip(gt, 0.0, 1.0)))
     if hr_linear is not None:
         atomic_write(root / LINEAR_DIR / f"{stem}.npy", lambda f: np.save(f, _hwc(hr_linear, 3, "hr_linear")))
