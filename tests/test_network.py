@@ -15,9 +15,9 @@ from rawsr.model import (
     DCABlock,
     FusionGate,
     RawSRNet,
-    apply_colour_transform,
+    apply_color_transform,
     deconv_geometry,
-    unpack_colour_planes,
+    unpack_color_planes,
 )
 
 NARROW = {"width": 16, "growth": 4, "dense_layers": 2}
@@ -83,7 +83,7 @@ def test_full_width_parameter_count_matches_the_released_model(scale, total, res
     assert sum(p.numel() for p in model.parameters()) == total == model.num_parameters()
     assert count(model.restoration) == restoration
     assert fusion_params(model) == 98_816
-    assert count(model.colour) - fusion_params(model) == 3_099_020
+    assert count(model.color) - fusion_params(model) == 3_099_020
     expected = expected_counts(scale, 128, 16, 8)
     assert sum(expected.values()) == total
 
@@ -95,7 +95,7 @@ def test_parameter_count_follows_the_topology(scale, width, growth, layers):
     expected = expected_counts(scale, width, growth, layers)
     assert count(model.restoration) == expected["restoration"]
     assert fusion_params(model) == expected["fusion"]
-    assert count(model.colour) == expected["colour"] + expected["fusion"]
+    assert count(model.color) == expected["colour"] + expected["fusion"]
     srgb_input = RawSRNet(scale=scale, width=width, growth=growth, dense_layers=layers, input="srgb")
     assert count(srgb_input.restoration) == expected_counts(scale, width, growth, layers, 12)["restoration"]
 
@@ -164,7 +164,7 @@ def test_skip_connections_follow_the_layer_table():
     assert torch.equal(seen[r + "up"][0][0], out[r + "bottleneck_low"])
     high = cat([out[r + "conv_in"], out[r + "dense0"], out[r + "up"], out[r + "dense3"]], 1)
     assert torch.equal(seen[r + "bottleneck_high"][0][0], high)
-    c = "colour."
+    c = "color."
     r0, r1 = F.avg_pool2d(out[c + "conv0"], 2), F.avg_pool2d(out[c + "conv1"], 2)
     assert torch.equal(seen[c + "conv1"][0][0], r0)
     fuse_low_in, fuse_high_in = seen[c + "fuse_low"][0], seen[c + "fuse_high"][0]
@@ -192,9 +192,9 @@ def numpy_unpack(t: np.ndarray, r: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factor", [4, 6, 8])
-def test_unpack_colour_planes_places_channels_on_expected_pixels(factor):
+def test_unpack_color_planes_places_channels_on_expected_pixels(factor):
     t = torch.arange(2 * 3 * factor**2 * 3 * 5, dtype=torch.float32).reshape(2, 3 * factor**2, 3, 5)
-    np.testing.assert_array_equal(unpack_colour_planes(t, factor).numpy(), numpy_unpack(t.numpy(), factor))
+    np.testing.assert_array_equal(unpack_color_planes(t, factor).numpy(), numpy_unpack(t.numpy(), factor))
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -216,9 +216,9 @@ def numpy_affine(m: np.ndarray, lin: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_apply_colour_transform_matches_numpy():
+def test_apply_color_transform_matches_numpy():
     m, lin = torch.randn(2, 12, 5, 7, dtype=torch.float64), torch.rand(2, 3, 5, 7, dtype=torch.float64)
-    np.testing.assert_allclose(apply_colour_transform(m, lin).numpy(), numpy_affine(m.numpy(), lin.numpy()))
+    np.testing.assert_allclose(apply_color_transform(m, lin).numpy(), numpy_affine(m.numpy(), lin.numpy()))
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -226,7 +226,7 @@ def test_srgb_is_the_per_pixel_affine_of_linear_with_the_colour_head(scale):
     model = narrow(scale)
     raw, ref = inputs(2, 8, 12)
     forced = torch.randn(2, 12, 8 * scale, 12 * scale, generator=torch.Generator().manual_seed(5))
-    handle = model.colour.head.register_forward_hook(lambda m, i, o: forced)
+    handle = model.color.head.register_forward_hook(lambda m, i, o: forced)
     out = model(raw, ref)
     handle.remove()
     expected = numpy_affine(forced.numpy(), out["linear"].detach().numpy())
@@ -249,7 +249,7 @@ def test_fusion_convolutions_start_at_exactly_zero():
 
 def colour_matrix(model: RawSRNet, raw: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict]:
     captured = {}
-    handle = model.colour.head.register_forward_hook(lambda m, i, o: captured.setdefault("m", o))
+    handle = model.color.head.register_forward_hook(lambda m, i, o: captured.setdefault("m", o))
     out = model(raw, ref)
     handle.remove()
     return captured["m"], out
@@ -271,7 +271,7 @@ def test_at_init_raw_reaches_srgb_only_through_linear():
         assert torch.equal(value, out1[key])
     # once the gates open, the colour matrices do depend on the raw input
     with torch.no_grad():
-        for gate in (model.colour.fuse_low, model.colour.fuse_high):
+        for gate in (model.color.fuse_low, model.color.fuse_high):
             gate.proj.weight.normal_(0, 0.1)
     m1, _ = colour_matrix(model, raw, ref)
     m2, _ = colour_matrix(model, other_raw, ref)
@@ -408,7 +408,7 @@ def test_without_colour_branch_srgb_is_render_srgb_of_linear(scale, monkeypatch)
 
     monkeypatch.setattr("rawsr.model.network.render_srgb", render_srgb)
     model = narrow(scale, color_branch=False)
-    assert model.colour is None
+    assert model.color is None
     raw, _ = inputs(2, 8, 8)
     wb, ccm = torch.rand(2, 3) + 1, torch.randn(2, 3, 3)
     out = model(raw, None, wb=wb, ccm=ccm)

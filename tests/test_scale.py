@@ -22,10 +22,17 @@ import yaml
 
 from rawsr.config import ConfigError, instantiate
 from rawsr.train import instantiate_all
-from rawsr.training import AtomicCheckpointIO, HydraDDPStrategy, ReproducibleResume, load_checkpoint, progress_bar
+from rawsr.training import (
+    AtomicCheckpointIO,
+    HydraDDPStrategy,
+    RawSRModule,
+    ReproducibleResume,
+    load_checkpoint,
+    progress_bar,
+)
 from rawsr.training.ddp import hydra_child_command
 from rawsr.training.loggers import RUN_ID_FILE, resolve_wandb_mode, run_id, wandb_logger
-from rawsr.training.panels import to_uint8
+from rawsr.training.panels import ImagePanels, to_uint8
 from rawsr.training.resume import rng_states, set_rng_states
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
@@ -373,6 +380,50 @@ def test_wandb_offline_without_key_logs_metrics_panels_and_resumes_the_same_run(
     assert next(r.run for r in records if r.WhichOneof("record_type") == "run").run_id == identifier
     resumed = [float(h["val/psnr"]) for h in _history(records) if "val/psnr" in h]
     assert resumed == pytest.approx(_csv_psnr(run)[-1:])  # the second epoch's validation
+
+
+class _PanelModule:
+    """What :class:`ImagePanels` calls on the module: ``bicubic`` (nearest-neighbour x2 here) and ``super_resolve``,
+    which must not run when the validation step's outputs hold the prediction."""
+
+    def bicubic(self, lr_ref: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(lr_ref, scale_factor=2, mode="nearest")
+
+    def super_resolve(self, batch: dict) -> torch.Tensor:
+        raise AssertionError("ImagePanels recomputed the prediction instead of reading the step's outputs")
+
+
+def test_panels_take_the_prediction_from_the_validation_step_outputs(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    panels, module = ImagePanels(num_images=2), _PanelModule()
+    trainer = SimpleNamespace(sanity_checking=False, loggers=[TensorBoardLogger(tmp_path)])
+    generator = torch.Generator().manual_seed(0)
+    lr_ref, hr_srgb, prediction = (torch.rand(3, 3, s, s, generator=generator) for s in (4, 8, 8))
+    batch = {"lr_ref": lr_ref, "hr_srgb": hr_srgb, "index": torch.tensor([1, 5, 0])}
+    panels.on_validation_epoch_start(trainer, module)
+    panels.on_validation_batch_end(trainer, module, {"prediction": prediction}, batch, 0)
+    assert sorted(panels._panels) == [0, 1]  # image 5 is beyond num_images
+    for row, index in ((0, 1), (2, 0)):
+        upsampled = lr_ref[row].repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
+        expected = to_uint8(torch.stack([upsampled, prediction[row], hr_srgb[row]]))
+        assert torch.equal(panels._panels[index], expected)
+
+
+def test_validation_step_returns_the_tiled_prediction():
+    net = {"_target_": "rawsr.model.RawSRNet", "scale": 2, "width": 8, "growth": 4, "dense_layers": 1}
+    module = RawSRModule(net=net, tile=16).eval()
+    generator = torch.Generator().manual_seed(1)
+    batch = {
+        "lr_raw": torch.rand(2, 1, 24, 24, generator=generator),
+        "lr_ref": torch.rand(2, 3, 24, 24, generator=generator),
+        "hr_srgb": torch.rand(2, 3, 48, 48, generator=generator),
+    }
+    with torch.no_grad():
+        outputs = module.validation_step(batch, 0)
+        assert set(outputs) == {"prediction"} and outputs["prediction"].shape == (2, 3, 48, 48)
+        assert torch.equal(outputs["prediction"], module.super_resolve(batch))
+    assert not hasattr(module, "last_prediction")
 
 
 def test_wandb_mode_follows_the_environment_and_the_key(tmp_path, monkeypatch):

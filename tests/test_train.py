@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf, open_dict
+from torch import nn
 
+from rawsr.config import ConfigError, instantiate
 from rawsr.train import instantiate_all, train
 from rawsr.training import RawSRModule, load_checkpoint
 
@@ -62,6 +67,78 @@ def test_short_demo_run_writes_checkpoint_and_metrics(compose_train, tmp_path):
 
     with pytest.raises(ConfigError, match="resume=true"):
         train(cfg)
+
+
+class TinyNet(nn.Module):
+    """Another architecture with RawSRNet's interface: the mosaic and the reference upsampled bilinearly, then two
+    3x3 convolutions. ``raw (B, 1, H, W)``, ``ref (B, 3, H, W)`` -> ``{"srgb", "linear"}`` ``(B, 3, sH, sW)``."""
+
+    SIZE_MULTIPLE = 2
+
+    def __init__(self, scale: int, channels: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+        self.body = nn.Sequential(nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 3, 3, padding=1))
+
+    def forward(self, raw, ref, wb=None, ccm=None) -> dict[str, torch.Tensor]:
+        up = F.interpolate(torch.cat([raw, ref], 1), scale_factor=self.scale, mode="bilinear", align_corners=False)
+        linear = self.body(up)
+        return {"srgb": up[:, 1:] + linear, "linear": linear}
+
+
+TINY_NET = {"_target_": "test_train.TinyNet", "scale": "${data.scale}", "channels": 4}
+
+
+def test_another_architecture_from_config_builds_and_trains(compose_train):
+    cfg = compose_train(*SMALL_DATA, *FAST_DEV_RUN)
+    with open_dict(cfg):
+        cfg.model.net = TINY_NET
+    datamodule, model, trainer = instantiate_all(cfg)
+    assert type(model.net) is TinyNet and model.scale == 2
+    assert model.hparams["net"] == {**TINY_NET, "scale": 2} and type(model.hparams["net"]) is dict
+    before = [p.detach().clone() for p in model.net.parameters()]
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 1 and "val/psnr" in trainer.callback_metrics
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))
+
+
+def test_a_network_mapping_without_target_is_rawsrnet():
+    from rawsr.model import RawSRNet
+
+    module = RawSRModule(net={"scale": 4, "width": 8, "growth": 4, "dense_layers": 1}, tile=16)
+    assert type(module.net) is RawSRNet and module.scale == 4 and module.net.restoration.scale == 4
+
+
+def test_the_tile_must_be_a_multiple_of_the_networks_size_multiple():
+    narrow = {"_target_": "rawsr.model.RawSRNet", "scale": 2, "width": 8, "growth": 4, "dense_layers": 1}
+    with pytest.raises(ConfigError, match=r"'model\.tile \(data\.crop\)': expected a positive multiple of 4.*got 30"):
+        RawSRModule(net=narrow, tile=30)
+    assert RawSRModule(net={"_target_": "test_train.TinyNet", "scale": 2}, tile=30).tile == 30  # TinyNet: 2
+
+
+@pytest.mark.parametrize(
+    "net,message",
+    [
+        ({"_target_": "torch.nn.Identity"}, r"'model\.net\._target_': .*attribute 'scale', got 'torch\.nn\.Identity'"),
+        ({"_target_": "rawsr.model.NoSuchNet"}, r"'model\.net': rawsr\.model\.NoSuchNet did not build"),
+        ({"_target_": "rawsr.model.RawSRNet", "width": -1}, r"'model\.net': .*'width': expected a positive integer"),
+    ],
+)
+def test_a_network_that_does_not_fit_is_refused_naming_model_net(net, message):
+    with pytest.raises(ConfigError, match=message):
+        RawSRModule(net=net, tile=32)
+
+
+def test_the_composed_simulation_is_recorded_in_the_hyper_parameters(compose_train):
+    cfg = compose_train(*NARROW, *SMALL_DATA)
+    recorded = instantiate(cfg.model).hparams["degradation"]
+    assert recorded == OmegaConf.to_container(cfg.degradation, resolve=True)
+    assert recorded["_target_"] == "rawsr.degradation.Degradation" and recorded["scale"] == 2
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": {"degradation": recorded}}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hyper_parameters"]["degradation"] == recorded
+    assert instantiate(compose_train(*NARROW, *SMALL_DATA, "~degradation").model).hparams["degradation"] is None
 
 
 def test_loss_halves_on_one_fixed_batch(compose_train):

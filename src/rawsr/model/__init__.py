@@ -2,22 +2,22 @@
 
 from rawsr.model.blocks import ChannelAttention, DCABlock, FusionGate, deconv_geometry, init_weights
 from rawsr.model.network import (
-    ColourBranch,
+    ColorBranch,
     RawSRNet,
     RestorationBranch,
-    apply_colour_transform,
-    unpack_colour_planes,
+    apply_color_transform,
+    unpack_color_planes,
 )
 
 __all__ = [
     "ChannelAttention",
-    "ColourBranch",
+    "ColorBranch",
     "DCABlock",
     "FusionGate",
     "RawSRNet",
     "RestorationBranch",
-    "apply_colour_transform",
+    "apply_color_transform",
     "deconv_geometry",
     "init_weights",
-    "unpack_colour_planes",
+    "unpack_color_planes",
 ]

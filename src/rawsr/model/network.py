@@ -25,7 +25,7 @@ from rawsr.model.blocks import DCABlock, FusionGate, conv, deconv, init_weights
 INPUTS = ("raw", "srgb")
 
 
-def unpack_colour_planes(t: torch.Tensor, factor: int) -> torch.Tensor:
+def unpack_color_planes(t: torch.Tensor, factor: int) -> torch.Tensor:
     """Depth-to-space per colour: ``(B, 3 * factor**2, h, w)`` -> ``(B, 3, factor*h, factor*w)``.
 
     Colour ``c`` is built from channels ``[c * factor**2, (c + 1) * factor**2)``; output pixel
@@ -34,7 +34,7 @@ def unpack_colour_planes(t: torch.Tensor, factor: int) -> torch.Tensor:
     return F.pixel_shuffle(t, factor)
 
 
-def apply_colour_transform(m: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
+def apply_color_transform(m: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
     """Per-pixel affine colour transform ``A(p) . linear(p) + B(p)``.
 
     ``m (B, 12, H, W)``: channels 0..8 are ``A`` row-major (row = output channel), 9..11 are ``B``.
@@ -79,11 +79,11 @@ class RestorationBranch(nn.Module):
         u = self.up(fc11)
         d3 = self.dense3(u)
         fc12 = self.bottleneck_high(torch.cat([x0, d0, u, d3], dim=1))
-        linear = unpack_colour_planes(self.conv_out(fc12), 2 * self.scale)
+        linear = unpack_color_planes(self.conv_out(fc12), 2 * self.scale)
         return linear, fc11, fc12
 
 
-class ColourBranch(nn.Module):
+class ColorBranch(nn.Module):
     """Reference-guided colour branch: LR sRGB reference -> per-pixel affine parameters ``M`` at HR.
 
     ``ref (B, 3, H, W)`` (H, W divisible by 4), optional ``fc11 (B, width, H/4, W/4)`` and
@@ -174,7 +174,7 @@ class RawSRNet(nn.Module):
         self.scale = scale
         self.input = input
         self.restoration = RestorationBranch(4 if input == "raw" else 12, scale, width, growth, dense_layers, attention)
-        self.colour = ColourBranch(scale, width, fusion) if color_branch else None
+        self.color = ColorBranch(scale, width, fusion) if color_branch else None
         init_weights(self)
 
     def num_parameters(self) -> int:
@@ -203,14 +203,14 @@ class RawSRNet(nn.Module):
         """
         source = self._check_inputs(raw, ref)
         linear, fc11, fc12 = self.restoration(pack_raw(source))
-        if self.colour is None:
+        if self.color is None:
             return {"srgb": self._render(linear, wb, ccm), "linear": linear}
-        m = self.colour(ref, fc11, fc12)
-        return {"srgb": apply_colour_transform(m, linear), "linear": linear}
+        m = self.color(ref, fc11, fc12)
+        return {"srgb": apply_color_transform(m, linear), "linear": linear}
 
     def _check_inputs(self, raw: torch.Tensor | None, ref: torch.Tensor | None) -> torch.Tensor:
         """Validate the shapes of ``raw (B, 1, H, W)`` and ``ref (B, 3, H, W)``; return the restoration input."""
-        needed = {"raw": self.input == "raw", "ref": self.input == "srgb" or self.colour is not None}
+        needed = {"raw": self.input == "raw", "ref": self.input == "srgb" or self.color is not None}
         shapes = {}
         for name, tensor, channels in (("raw", raw, 1), ("ref", ref, 3)):
             if tensor is None:

@@ -3,15 +3,18 @@
 - :mod:`rawsr.training.module`: :class:`RawSRModule` (loss, optimiser, schedule, validation metrics).
 - :mod:`rawsr.training.schedule`: :class:`PaperSchedule`, the released code's learning-rate schedule.
 - :mod:`rawsr.training.checkpoints`: checkpoints written whole or not at all; :func:`load_checkpoint`.
+- :mod:`rawsr.training.legacy`: :func:`upgrade_checkpoint`, checkpoints of release 0.1.0 under the current names.
 - :mod:`rawsr.training.resume`: random states in checkpoints and an exact mid-epoch resume.
 - :mod:`rawsr.training.panels`: image panels for W&B and TensorBoard.
 - :mod:`rawsr.training.progress`: the progress bar.
 - :mod:`rawsr.training.ddp`: DDP started from ``python -m rawsr.train``, also inside Hydra sweeps.
 - :mod:`rawsr.training.loggers`: W&B without a key or network, resumable CSV.
+- :mod:`rawsr.training.lightning_api`: every use of Lightning's private API, behind named functions.
 """
 
 from rawsr.training.checkpoints import AtomicCheckpointIO, AtomicCheckpoints, load_checkpoint
 from rawsr.training.ddp import HydraDDPStrategy, release_distributed
+from rawsr.training.legacy import upgrade_checkpoint
 from rawsr.training.module import RawSRModule
 from rawsr.training.panels import ImagePanels
 from rawsr.training.progress import progress_bar
@@ -29,4 +32,5 @@ __all__ = [
     "load_checkpoint",
     "progress_bar",
     "release_distributed",
+    "upgrade_checkpoint",
 ]

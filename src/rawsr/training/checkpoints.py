@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from rawsr.training.legacy import upgrade_checkpoint
 from rawsr.training.module import RawSRModule
 from rawsr.writers import atomic_write
 
@@ -63,6 +64,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"ckpt_path: {path} is not a readable checkpoint ({error})") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise ValueError(f"ckpt_path: {path} is not a rawsr checkpoint (no state_dict/hyper_parameters)")
+    upgrade_checkpoint(checkpoint)
     hparams = dict(checkpoint["hyper_parameters"])
     if "net" not in hparams or "tile" not in hparams:
         raise ValueError(f"ckpt_path: {path} lacks the network's hyper-parameters (net, tile)")
@@ -71,4 +73,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return module.eval()
 
 
-_MODULE_ARGS = ("net", "tile", "optimizer", "scheduler", "linear_loss_weight", "val_blend")
+_MODULE_ARGS = ("net", "tile", "optimizer", "scheduler", "linear_loss_weight", "val_blend", "degradation")

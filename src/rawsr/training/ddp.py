@@ -13,9 +13,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch.utils.data import DistributedSampler
+
+from rawsr.training.lightning_api import ScriptLauncher, ScriptLauncherDDPStrategy, rebuild_dataloader
 
 #: Command-line options that say where the configs are; the worker processes need them too.
 _CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
@@ -81,7 +81,7 @@ def hydra_child_command(pinned: Mapping[str, Any] | None = None) -> tuple[list[s
     return command, get_original_cwd()
 
 
-class _HydraJobLauncher(_SubprocessScriptLauncher):
+class _HydraJobLauncher(ScriptLauncher):
     """Lightning's script launcher, with worker commands from :func:`hydra_child_command` when Hydra runs the job,
     and a :meth:`release` that waits for the workers and undoes the launcher's environment variables."""
 
@@ -90,28 +90,23 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
         self.pinned = dict(pinned or {})
         self._saved_env: dict[str, str | None] | None = None
 
-    def _call_children_scripts(self) -> None:
+    def start_workers(self) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         self._saved_env = {key: os.environ.get(key) for key in _DDP_ENV}
         if not HydraConfig.initialized():
-            super()._call_children_scripts()
+            super().start_workers()
             return
-        self._check_can_spawn_children()
-        env = self.cluster_environment
-        os.environ["MASTER_ADDR"] = env.main_address
-        os.environ["MASTER_PORT"] = str(env.main_port)
-        os.environ["NODE_RANK"] = str(env.node_rank())
-        os.environ["LOCAL_RANK"] = str(env.local_rank())
-        os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
+        self.check_can_start_workers()
+        os.environ.update(self.worker_environment())
         command, cwd = hydra_child_command(self.pinned)
-        self.procs = [
+        self.workers = [
             subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)}, cwd=cwd)
-            for rank in range(1, self.num_processes)
+            for rank in range(1, self.processes_per_node)
         ]
 
     def release(self, timeout: float = 120.0) -> None:
-        for proc in self.procs:
+        for proc in self.workers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
         if self._saved_env is not None:
@@ -123,7 +118,7 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
             self._saved_env = None
 
 
-class HydraDDPStrategy(DDPStrategy):
+class HydraDDPStrategy(ScriptLauncherDDPStrategy):
     """Lightning's DDP (one process per device) for ``python -m rawsr.train``.
 
     - Worker processes run the launching process's Hydra job as a single run in the job's own folder (see
@@ -143,23 +138,18 @@ class HydraDDPStrategy(DDPStrategy):
         self.pinned = {str(k): v for k, v in (pinned or {}).items()}
         self.unrepeated_eval = unrepeated_eval
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = _HydraJobLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes, pinned=self.pinned
-            )
+    def script_launcher(self) -> ScriptLauncher:
+        return _HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes, pinned=self.pinned)
 
     def process_dataloader(self, dataloader: object) -> object:
         sampler = getattr(dataloader, "sampler", None)
         if self.unrepeated_eval and type(sampler) is DistributedSampler and not sampler.shuffle:
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-            from lightning.pytorch.utilities.data import _update_dataloader
 
             unrepeated = UnrepeatedDistributedSampler(
                 sampler.dataset, num_replicas=sampler.num_replicas, rank=sampler.rank, shuffle=False
             )
-            dataloader = _update_dataloader(dataloader, unrepeated)
+            dataloader = rebuild_dataloader(dataloader, unrepeated)
         return super().process_dataloader(dataloader)
 
 

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rawsr.config import require_choice
+from rawsr.training.lightning_api import started_experiment
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,9 @@ class ResumableCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return self._experiment
+        started = started_experiment(self)
+        if started is not None:
+            return started
         path = Path(self.log_dir) / "metrics.csv"
         header, rows = [], []
         if path.is_file():

@@ -1,4 +1,4 @@
-"""The LightningModule: the two-branch network, its loss, optimiser, schedule and validation metrics."""
+"""The LightningModule: the network built from ``model.net``, its loss, optimiser, schedule and validation metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from rawsr.config import require
+from rawsr.config import ConfigError, require
 from rawsr.inference import super_resolve
 from rawsr.model import RawSRNet
+from rawsr.training.legacy import upgrade_checkpoint
 
 
 def _plain(value: Any) -> Any:
@@ -25,6 +27,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def build_network(net: Mapping[str, Any]) -> nn.Module:
+    """The network described by ``model.net``: ``hydra.utils.instantiate`` of the mapping when it has a
+    ``_target_``; the keyword arguments of :class:`rawsr.model.RawSRNet` when it has none (checkpoints of release
+    0.1.0).
+
+    The network must have an integer ``scale``, an integer ``SIZE_MULTIPLE`` (input sides must be multiples of it)
+    and :class:`rawsr.model.RawSRNet`'s ``forward(raw (B, 1, H, W), ref (B, 3, H, W), wb=None, ccm=None)`` returning
+    ``{"srgb", "linear"}`` of shape ``(B, 3, sH, sW)``. Raises :class:`rawsr.config.ConfigError` naming ``model.net``
+    otherwise, or when the mapping does not build.
+    """
+    require(isinstance(net, Mapping), "model.net", "a mapping of the network's arguments", net)
+    if "_target_" not in net:
+        network = RawSRNet(**net)
+    else:
+        from hydra.errors import InstantiationException
+
+        try:
+            network = hydra.utils.instantiate(dict(net))
+        except InstantiationException as error:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            raise ConfigError(f"config key 'model.net': {net['_target_']} did not build: {cause}") from error
+    target = net.get("_target_", "rawsr.model.RawSRNet")
+    for name in ("scale", "SIZE_MULTIPLE"):
+        value = getattr(network, name, None)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        require(ok, "model.net._target_", f"a network with a positive integer attribute '{name}'", target)
+    return network
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -39,18 +70,24 @@ def _metrics(prefix: str) -> MetricCollection:
 
 
 class RawSRModule(L.LightningModule):
-    """Trains :class:`rawsr.model.RawSRNet` with an L1 loss on the sRGB output.
+    """Trains the network of ``model.net`` (by default :class:`rawsr.model.RawSRNet`) with an L1 loss on the sRGB
+    output.
 
     Args:
-        net: keyword arguments of :class:`~rawsr.model.RawSRNet` (``scale``, ``width``, ...).
-        tile: LR tile side used for validation and prediction; the channel attention pools over the whole
-            tile, so this is the training crop (the released code does the same).
+        net: the network's config: ``_target_`` (a class, see :func:`build_network`) and its keyword arguments;
+            without ``_target_``, the keyword arguments of :class:`~rawsr.model.RawSRNet` (release 0.1.0).
+        tile: LR tile side used for validation and prediction, a multiple of the network's ``SIZE_MULTIPLE``; the
+            channel attention pools over the whole tile, so this is the training crop (the released code does the
+            same).
         optimizer: a Hydra config of the optimiser, without ``params`` (default Adam 2e-4).
         scheduler: a Hydra config of an epoch-wise LR scheduler, without ``optimizer`` (default
             :class:`PaperSchedule`); ``None`` for a constant rate.
         linear_loss_weight: weight of an extra L1 on the linear output against ``hr_linear``; 0 as in the
             released code.
         val_blend: how validation merges overlapping tiles: ``"mean"`` is the paper's protocol.
+        degradation: the simulation the training data went through (the composed ``degradation`` config), kept
+            in the hyper-parameters as a record for ``rawsr.evaluate``; the module does not use it. ``None`` when
+            no simulation was composed, and in checkpoints of release 0.1.0.
     """
 
     def __init__(
@@ -61,9 +98,10 @@ class RawSRModule(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         linear_loss_weight: float = 0.0,
         val_blend: str = "mean",
+        degradation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        net, optimizer, scheduler = _plain(net), _plain(optimizer), _plain(scheduler)
+        net, optimizer, scheduler, degradation = _plain(net), _plain(optimizer), _plain(scheduler), _plain(degradation)
         if optimizer is None:
             optimizer = {"_target_": "torch.optim.Adam", "lr": 2e-4}
         require(linear_loss_weight >= 0, "model.linear_loss_weight", "a weight >= 0", linear_loss_weight)
@@ -76,10 +114,14 @@ class RawSRModule(L.LightningModule):
                 "scheduler": scheduler,
                 "linear_loss_weight": linear_loss_weight,
                 "val_blend": val_blend,
+                "degradation": degradation,
             }
         )
-        self.net = RawSRNet(**net)
-        self.scale: int = int(net.get("scale", 2))
+        self.net = build_network(net)
+        self.scale: int = self.net.scale
+        multiple = self.net.SIZE_MULTIPLE
+        ok = isinstance(tile, int) and not isinstance(tile, bool) and tile > 0 and tile % multiple == 0
+        require(ok, "model.tile (data.crop)", f"a positive multiple of {multiple}, the network's SIZE_MULTIPLE", tile)
         self.tile = tile
         self.val_metrics = _metrics("val/")
         self.val_bicubic = _metrics("val/").clone(postfix="_bicubic")
@@ -122,7 +164,11 @@ class RawSRModule(L.LightningModule):
         up = F.interpolate(lr_ref.float(), scale_factor=self.scale, mode="bicubic", align_corners=False)
         return up.clamp(0, 1)
 
-    def _score(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, bicubic: MetricCollection) -> None:
+    def _score(
+        self, batch: dict[str, torch.Tensor], metrics: MetricCollection, bicubic: MetricCollection
+    ) -> dict[str, torch.Tensor]:
+        """Update and log ``metrics`` and ``bicubic`` on one batch; return ``{"prediction": (B, 3, sH, sW)}``, the
+        tiled sRGB prediction in [0, 1] (callbacks read it from the batch-end hooks' ``outputs``)."""
         target = batch["hr_srgb"].float()
         prediction = self.super_resolve(batch)
         metrics.update(prediction, target)
@@ -130,18 +176,25 @@ class RawSRModule(L.LightningModule):
         n = target.shape[0]
         self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=n)
         self.log_dict(bicubic, on_epoch=True, batch_size=n)
-        self.last_prediction = prediction
+        return {"prediction": prediction}
 
     def on_fit_start(self) -> None:
         # Metric states must not be shared between processes started by ddp_spawn.
         for collection in (self.val_metrics, self.val_bicubic):
             collection.reset()
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._score(batch, self.val_metrics, self.val_bicubic)
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Score one validation batch; returns ``{"prediction": (B, 3, sH, sW)}`` (see :meth:`_score`)."""
+        return self._score(batch, self.val_metrics, self.val_bicubic)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._score(batch, self.test_metrics, self.test_bicubic)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Score one test batch; returns ``{"prediction": (B, 3, sH, sW)}`` (see :meth:`_score`)."""
+        return self._score(batch, self.test_metrics, self.test_bicubic)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming through Lightning: bring a checkpoint of an earlier release up to the current names
+        (:func:`rawsr.training.legacy.upgrade_checkpoint`) before Lightning loads its state dict."""
+        upgrade_checkpoint(checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())

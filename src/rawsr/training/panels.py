@@ -20,7 +20,8 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 class ImagePanels(Callback):
     """At every validation, logs a panel per validation image with index below ``num_images``: the LR reference
-    upsampled bicubically, the network's output and the ground truth, each ``(3, sH, sW)``.
+    upsampled bicubically, the network's output and the ground truth, each ``(3, sH, sW)``. The output is the
+    ``prediction`` that the module's ``validation_step`` returns (``outputs`` of the batch-end hook).
 
     W&B gets the three images under ``val/panel/<index>`` with captions; TensorBoard gets them side by side. Other
     loggers get nothing. With several processes the panels are gathered on rank 0, which logs them.
@@ -37,6 +38,15 @@ class ImagePanels(Callback):
 
         return [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
 
+    @staticmethod
+    def _prediction(outputs: Any, n: int) -> torch.Tensor | None:
+        """The ``(n, 3, sH, sW)`` prediction that :meth:`rawsr.training.RawSRModule.validation_step` returned as
+        ``{"prediction": ...}``, or ``None`` when ``outputs`` holds none for the batch's ``n`` images."""
+        prediction = outputs.get("prediction") if isinstance(outputs, dict) else None
+        if not torch.is_tensor(prediction) or prediction.ndim != 4 or prediction.shape[0] != n:
+            return None
+        return prediction
+
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._panels = {}
 
@@ -51,8 +61,8 @@ class ImagePanels(Callback):
         wanted = [i for i, idx in enumerate(indices) if idx < self.num_images]
         if not wanted:
             return
-        prediction = getattr(pl_module, "last_prediction", None)
-        if prediction is None or prediction.shape[0] != n:
+        prediction = self._prediction(outputs, n)
+        if prediction is None:  # a module whose validation_step returns no prediction
             prediction = pl_module.super_resolve(batch)
         for i in wanted:
             reference = pl_module.bicubic(batch["lr_ref"][i : i + 1])[0]

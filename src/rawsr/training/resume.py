@@ -16,6 +16,14 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rawsr.config import require
+from rawsr.training.lightning_api import (
+    before_batch_transfer,
+    next_train_batch,
+    restart_train_iterator,
+    set_train_sampler_epochs,
+    train_fetcher_is_replayable,
+    uncount_fetched,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +131,8 @@ class ReproducibleResume(Callback):
         # later epochs of an uninterrupted run; at the first epoch of a fit (fresh or resumed) it already exists.
         fit_loop = trainer.fit_loop
         recreated_later = trainer.current_epoch > 0 and not fit_loop.is_resuming and not fit_loop.epoch_loop.restarting
-        if not recreated_later and fit_loop._data_fetcher is not None:
-            iter(fit_loop._data_fetcher)
+        if not recreated_later:
+            restart_train_iterator(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._after_batch = rng_states()
@@ -166,9 +174,7 @@ class ReproducibleResume(Callback):
         fit_loop = trainer.fit_loop
         done = fit_loop.epoch_loop.batch_progress.current.processed
         if fit_loop.restarted_mid_epoch and 0 < done < trainer.num_training_batches:
-            from lightning.pytorch.loops.fetchers import _DataLoaderIterDataFetcher
-
-            replayable = not isinstance(fit_loop._data_fetcher, _DataLoaderIterDataFetcher)  # not dataloader_iter steps
+            replayable = train_fetcher_is_replayable(trainer)  # not with dataloader_iter steps
             if self.replay and replayable and loaded.get("epoch") == trainer.current_epoch:
                 self._epoch_start = loaded["epoch_start"]
                 set_rng_states(self._epoch_start)
@@ -182,18 +188,12 @@ class ReproducibleResume(Callback):
         """Re-create the epoch's data iterator and pass ``batches`` batches through the same steps as training
         does before the network (fetch, device transfer, simulation), so that the iterator and the random states
         stand where the interrupted run left them."""
-        from lightning.fabric.utilities.data import _set_sampler_epoch
-
-        fit_loop = trainer.fit_loop
-        fetcher = fit_loop._data_fetcher
-        for loader in fit_loop._combined_loader.flattened:
-            _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
-        iter(fetcher)
+        set_train_sampler_epochs(trainer, trainer.fit_loop.epoch_progress.current.processed)
+        restart_train_iterator(trainer)
         module = trainer.lightning_module
         for _ in range(batches):
-            batch, _, _ = next(fetcher)
-            batch = trainer.precision_plugin.convert_input(batch)
-            batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
+            batch = trainer.precision_plugin.convert_input(next_train_batch(trainer))
+            batch = before_batch_transfer(module, batch)
             trainer.strategy.batch_to_device(batch, dataloader_idx=0)
-        fetcher.fetched -= batches  # Lightning adds the finished batches itself when the epoch loop resumes
+        uncount_fetched(trainer, batches)  # Lightning adds the finished batches itself when the epoch loop resumes
         log.info("replayed %d batches of epoch %d to continue its data stream", batches, trainer.current_epoch)
