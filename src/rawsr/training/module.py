@@ -14,8 +14,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from rawsr.config import ConfigError, require
-from rawsr.inference import super_resolve
+from rawsr.config import ConfigError, require, require_choice
+from rawsr.inference import BLENDS, super_resolve
 from rawsr.model import RawSRNet
 from rawsr.training.legacy import upgrade_checkpoint
 
@@ -105,7 +105,7 @@ class RawSRModule(L.LightningModule):
         if optimizer is None:
             optimizer = {"_target_": "torch.optim.Adam", "lr": 2e-4}
         require(linear_loss_weight >= 0, "model.linear_loss_weight", "a weight >= 0", linear_loss_weight)
-        require(val_blend in ("mean", "linear"), "model.val_blend", "'mean' or 'linear'", val_blend)
+        require_choice(val_blend, "model.val_blend", BLENDS)
         self.save_hyperparameters(
             {
                 "net": net,
