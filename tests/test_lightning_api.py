@@ -63,7 +63,7 @@ def test_the_table_lists_every_private_name_the_adapter_uses():
 # -- no private name of Lightning outside the adapter ------------------------------------------------------------------
 
 #: rawsr's own names that Lightning's sources also happen to contain (each defined by rawsr for itself).
-PROJECT_NAMES = {"_loader", "_device", "_main", "_metrics", "_score", "_epoch_start"}
+PROJECT_NAMES = {"_loader", "_main", "_metrics", "_score", "_epoch_start"}
 #: Public members of Lightning's private classes that rawsr reaches (``fetcher.fetched``, ``launcher.procs``).
 PRIVATE_CLASS_MEMBERS = {"fetched", "procs"}
 
