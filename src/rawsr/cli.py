@@ -119,9 +119,13 @@ def move_file_logs(old: Path, new: Path) -> None:
 
 
 def holds_only_a_start(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but what a start writes before any work (:data:`START_RECORDS` and
-    ``*.log`` files): no checkpoint, metrics or logger run."""
-    return folder.is_dir() and all(p.name in START_RECORDS or p.suffix == ".log" for p in folder.iterdir())
+    """Whether ``folder`` holds nothing but what a start writes before any work (:data:`START_RECORDS`, ``*.log``
+    files and empty folders): no checkpoint, metrics or logger run."""
+
+    def unused(path: Path) -> bool:
+        return path.suffix == ".log" if path.is_file() else path.is_dir() and all(map(unused, path.iterdir()))
+
+    return folder.is_dir() and all(p.name in START_RECORDS or unused(p) for p in folder.iterdir())
 
 
 def remove_unused_run_folder(folder: str | Path, log: logging.Logger) -> bool:

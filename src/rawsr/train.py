@@ -240,14 +240,14 @@ def train(cfg: DictConfig) -> float | None:
 
     from rawsr.training import release_distributed
     from rawsr.training.console import single_console
-    from rawsr.training.loggers import finish_loggers, log_run_config
+    from rawsr.training.loggers import RunConfigLogger, finish_loggers
 
     single_console()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
     failed = True
     try:  # each job of a sweep ends its W&B run and its process group, whatever happens
-        log_run_config(trainer.loggers, cfg)
+        trainer.callbacks.append(RunConfigLogger(cfg))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
