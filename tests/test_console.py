@@ -51,6 +51,7 @@ def runs(cwd: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+@pytest.mark.slow
 def test_a_demo_run_prints_each_line_once_and_the_run_folder_first(tmp_path):
     result = run_train(tmp_path, *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -128,13 +128,15 @@ def holds_only_a_start(folder: Path) -> bool:
     return folder.is_dir() and all(p.name in START_RECORDS or unused(p) for p in folder.iterdir())
 
 
-def remove_unused_run_folder(folder: str | Path, log: logging.Logger) -> bool:
+def remove_unused_run_folder(folder: str | Path, log: logging.Logger | None) -> bool:
     """Remove the run folder of a start that did no work (:func:`holds_only_a_start`), first closing the log files
-    inside it; a folder a run has written to (checkpoints, metrics: a resumed run) stays. Returns whether it went."""
+    inside it, and say so on ``log`` (``None``: silently); a folder a run has written to (checkpoints, metrics: a
+    resumed run) stays. Returns whether it went."""
     folder = Path(folder)
     if not holds_only_a_start(folder):
         return False
     detach_file_logs(folder)
     shutil.rmtree(folder, ignore_errors=True)
-    log.info("removed the run folder %s: the run did not start", shown_path(folder))
+    if log is not None:
+        log.info("removed the run folder %s: the run did not start", shown_path(folder))
     return True

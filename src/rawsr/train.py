@@ -138,7 +138,7 @@ def move_run(cfg: DictConfig, folder: Path) -> None:
         if Path(cfg.paths.output_dir).absolute() != folder.absolute():  # paths.output_dir does not follow Hydra
             cfg.paths.output_dir = str(folder.absolute())
     move_file_logs(here, folder)
-    remove_unused_run_folder(here, log)
+    remove_unused_run_folder(here, None)  # the next line names the run folder
 
 
 def checkpoint_position(path: Path) -> tuple[int, int]:
