@@ -72,31 +72,40 @@ def test_a_demo_run_prints_each_line_once_and_the_run_folder_first(tmp_path):
     assert sum(line.startswith(("INFO:", "WARNING:")) for line in lines) == 0
 
 
-@pytest.mark.parametrize(
-    "args,error",
-    [
-        (
-            ("experiment=x2_blind", "data.root=/nowhere"),
-            "config key 'data.root': the path /nowhere does not exist",
-        ),
-        (
-            (*NARROW, "data.crop=30"),
-            "config key 'data.crop': expected a multiple of 4 (RawSRNet.SIZE_MULTIPLE), got 30",
-        ),
-        (
-            ("data.scale=3",),
-            "config key 'data.val.val_crops': 128 LR pixels make crops of 384 px at scale 3, larger than image "
-            "chelsea of size (300, 451); set data.val.val_crops to at most 100",
-        ),
-        (
-            ("trainer.max_epochs=-1",),
-            "config key 'trainer.max_epochs': -1 trains without end; give a number of epochs, or bound the run with "
-            "+trainer.max_steps=N or +trainer.max_time=DD:HH:MM:SS",
-        ),
-    ],
-    ids=["bad-path", "bad-crop", "scale-3-demo", "endless"],
-)
-def test_a_failed_start_names_the_key_and_leaves_no_run_folder(tmp_path, args, error):
+CONFIG_ERRORS = {  # found in the config alone: one line, before the run folder is announced
+    "bad-path": (
+        ("experiment=x2_blind", "data.root=/nowhere"),
+        "config key 'data.root': the path /nowhere does not exist",
+    ),
+    "endless": (
+        ("trainer.max_epochs=-1",),
+        "config key 'trainer.max_epochs': -1 trains without end; give a number of epochs, or bound the run with "
+        "+trainer.max_steps=N or +trainer.max_time=DD:HH:MM:SS",
+    ),
+}
+BUILD_ERRORS = {  # found when data and model are built: after the run folder was announced
+    "bad-crop": (
+        (*NARROW, "data.crop=30"),
+        "config key 'data.crop': expected a multiple of 4 (RawSRNet.SIZE_MULTIPLE), got 30",
+    ),
+    "scale-3-demo": (
+        ("data.scale=3",),
+        "config key 'data.val.val_crops': 128 LR pixels make crops of 384 px at scale 3, larger than image "
+        "chelsea of size (300, 451); set data.val.val_crops to at most 100",
+    ),
+}
+
+
+@pytest.mark.parametrize("args,error", CONFIG_ERRORS.values(), ids=CONFIG_ERRORS.keys())
+def test_a_config_error_is_one_line_and_leaves_no_run_folder(tmp_path, args, error):
+    result = run_train(tmp_path, *args)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [message(line) for line in (result.stdout + result.stderr).splitlines()] == [error]
+    assert runs(tmp_path) == []
+
+
+@pytest.mark.parametrize("args,error", BUILD_ERRORS.values(), ids=BUILD_ERRORS.keys())
+def test_a_failed_build_names_the_key_and_removes_the_announced_run_folder(tmp_path, args, error):
     result = run_train(tmp_path, *args, "data.num_workers=0")
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     raw = result.stdout.splitlines()

@@ -152,11 +152,14 @@ def checkpoint_position(path: Path) -> tuple[int, int]:
         raise ConfigError(f"config key 'resume': {path} is not a readable Lightning checkpoint ({error})") from error
 
 
-def start_run(cfg: DictConfig) -> str | None:
-    """Settle the run folder (moving to the run that ``resume`` finds), log it first, and return the checkpoint to
-    resume from (``None`` for a fresh run)."""
-    folder, checkpoint = resolve_checkpoint(cfg)
-    move_run(cfg, folder)
+#: The run folders this process has announced (:func:`announce_run`): removing one after a failed start is said.
+ANNOUNCED: set[str] = set()
+
+
+def announce_run(cfg: DictConfig, checkpoint: Path | None) -> str | None:
+    """Log the run folder (and, when resuming, the run and its step) before any heavy work; return the checkpoint to
+    resume from as a string (``None`` for a fresh run)."""
+    ANNOUNCED.add(str(Path(cfg.paths.output_dir).absolute()))
     log.info("run folder: %s", shown_path(cfg.paths.output_dir))
     if checkpoint is None:
         return None
@@ -230,10 +233,12 @@ def save_final_checkpoint(trainer: Any) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
-    ckpt_path = start_run(cfg)
-    check_duration(cfg.trainer)
+    folder, checkpoint = resolve_checkpoint(cfg)
+    move_run(cfg, folder)
+    check_duration(cfg.trainer)  # the checks of the config alone fail in one line, before the run is announced
     check_scales(cfg)
     check_data_paths(cfg.data)
+    ckpt_path = announce_run(cfg, checkpoint)
     set_threads(cfg.get("threads"))
 
     import lightning as L
@@ -280,7 +285,8 @@ def main(cfg: DictConfig) -> float | None:
 
     status = run_entry(work, log)
     if status == EXIT_USAGE:  # a failed start leaves nothing behind; a run that had begun keeps its folder
-        remove_unused_run_folder(cfg.paths.output_dir, log)
+        folder = Path(cfg.paths.output_dir).absolute()
+        remove_unused_run_folder(folder, log if str(folder) in ANNOUNCED else None)
     if status:
         raise SystemExit(status)
     return result["metric"]
