@@ -8,6 +8,7 @@ line); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,3 +79,64 @@ def check_data_paths(data: DictConfig, prefix: str = "data") -> None:
             check_data_paths(value, value_key)
         elif key in PATH_KEYS and value is not None and not Path(str(value)).exists():
             raise ConfigError(f"config key '{value_key}': the path {value} does not exist")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Run folders: a start that fails leaves nothing behind
+
+
+#: What Hydra writes into a run folder before the job starts: its record of the config (the log files aside).
+START_RECORDS = (".hydra",)
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it, else as given."""
+    absolute = Path(path).absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def detach_file_logs(folder: Path) -> list[logging.FileHandler]:
+    """Close and remove the root logger's file handlers that write inside ``folder``; return them."""
+    root, detached = logging.getLogger(), []
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder.absolute():
+            root.removeHandler(handler)
+            handler.close()
+            detached.append(handler)
+    return detached
+
+
+def move_file_logs(old: Path, new: Path) -> None:
+    """Make the root logger's file handlers that write inside ``old`` append to files of the same name in ``new``."""
+    for handler in detach_file_logs(old):
+        moved = logging.FileHandler(new / Path(handler.baseFilename).name, mode="a", encoding=handler.encoding)
+        moved.setFormatter(handler.formatter)
+        moved.setLevel(handler.level)
+        logging.getLogger().addHandler(moved)
+
+
+def holds_only_a_start(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but what a start writes before any work (:data:`START_RECORDS`, ``*.log``
+    files and empty folders): no checkpoint, metrics or logger run."""
+
+    def unused(path: Path) -> bool:
+        return path.suffix == ".log" if path.is_file() else path.is_dir() and all(map(unused, path.iterdir()))
+
+    return folder.is_dir() and all(p.name in START_RECORDS or unused(p) for p in folder.iterdir())
+
+
+def remove_unused_run_folder(folder: str | Path, log: logging.Logger | None) -> bool:
+    """Remove the run folder of a start that did no work (:func:`holds_only_a_start`), first closing the log files
+    inside it, and say so on ``log`` (``None``: silently); a folder a run has written to (checkpoints, metrics: a
+    resumed run) stays. Returns whether it went."""
+    folder = Path(folder)
+    if not holds_only_a_start(folder):
+        return False
+    detach_file_logs(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    if log is not None:
+        log.info("removed the run folder %s: the run did not start", shown_path(folder))
+    return True

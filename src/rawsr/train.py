@@ -13,7 +13,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rawsr.cli import check_data_paths, run_entry
+from rawsr.cli import (
+    EXIT_USAGE,
+    check_data_paths,
+    move_file_logs,
+    remove_unused_run_folder,
+    run_entry,
+    shown_path,
+)
 from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int, require_scale
 
 log = logging.getLogger("rawsr.train")
@@ -29,20 +36,152 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def resolve_checkpoint(cfg: DictConfig) -> str | None:
-    """Return the checkpoint to resume from, or ``None`` for a fresh run; refuse to overwrite an existing run."""
-    ckpt_dir = Path(cfg.paths.ckpt_dir)
-    last = ckpt_dir / "last.ckpt"
-    if cfg.resume:
-        if not last.is_file():
-            raise ConfigError(f"resume=true, but run '{cfg.run_name}' has no checkpoint at {last}")
-        return str(last)
+#: Where a run folder keeps the state that ``resume`` continues.
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def run_name_given() -> bool:
+    """Whether ``run_name`` was given on the command line (not left to the config's default)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in HydraConfig.get().overrides.task)
+
+
+def saved_experiment(folder: Path) -> str | None:
+    """The ``experiment_name`` in the config Hydra saved in ``folder/.hydra/config.yaml``, or ``None``."""
+    try:
+        config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        value = OmegaConf.select(config, "experiment_name", default=None, throw_on_resolution_failure=False)
+    except Exception:  # noqa: BLE001 (any unreadable file is a folder that is not a run)
+        return None
+    return None if value is None else str(value)
+
+
+def newest_run(runs: Path, experiment: str, exclude: Path) -> Path | None:
+    """The run folder under ``runs`` of ``experiment`` (its saved config) whose ``checkpoints/last.ckpt`` was written
+    last, other than ``exclude``; ``None`` when there is none."""
+    if not runs.is_dir():
+        return None
+    found = [
+        d
+        for d in runs.iterdir()
+        if d.absolute() != exclude.absolute() and (d / LAST_CHECKPOINT).is_file() and saved_experiment(d) == experiment
+    ]
+    return max(found, key=lambda d: (d / LAST_CHECKPOINT).stat().st_mtime, default=None)
+
+
+def resume_path(resume: Any, here: Path) -> tuple[Path, Path]:
+    """``(run folder, checkpoint)`` named by ``resume=PATH``: a run folder (its ``checkpoints/last.ckpt``) or a
+    checkpoint file (in its run folder when it lies in one's ``checkpoints/``, else in this start's folder ``here``)."""
+    path = Path(str(resume))
+    if path.is_dir():
+        if not (path / LAST_CHECKPOINT).is_file():
+            raise ConfigError(f"config key 'resume': the run folder {path} holds no {LAST_CHECKPOINT}")
+        return path, path / LAST_CHECKPOINT
+    if path.is_file():
+        return (path.parent.parent if path.parent.name == "checkpoints" else here), path
+    raise ConfigError(
+        f"config key 'resume': expected true, false, a run folder or a checkpoint file; {resume} does not exist"
+    )
+
+
+def resolve_checkpoint(cfg: DictConfig) -> tuple[Path, Path | None]:
+    """Return ``(run folder, checkpoint to resume from)``; the checkpoint is ``None`` for a fresh run.
+
+    ``resume=false`` refuses a run folder that already has checkpoints. ``resume=true`` continues this run folder
+    when it has ``checkpoints/last.ckpt``; when it has none and ``run_name`` was not given, the newest run of the same
+    ``experiment_name`` under ``${paths.log_dir}/${task_name}/runs`` that has one (:func:`newest_run`).
+    ``resume=PATH`` continues the run folder or checkpoint file at PATH (:func:`resume_path`).
+    """
+    here = Path(cfg.paths.output_dir)
+    last = here / LAST_CHECKPOINT
+    if cfg.resume is None or cfg.resume is False:
+        if last.is_file():
+            raise ConfigError(
+                f"run '{cfg.run_name}' already has checkpoints in {last.parent}: continue it with resume=true, "
+                "or start another with run_name=NAME"
+            )
+        return here, None
+    if cfg.resume is not True:
+        return resume_path(cfg.resume, here)
     if last.is_file():
+        return here, last
+    if run_name_given():
+        raise ConfigError(f"resume=true, but run '{cfg.run_name}' has no checkpoint at {last}")
+    runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    found = newest_run(runs, str(cfg.experiment_name), exclude=here)
+    if found is None:
         raise ConfigError(
-            f"run '{cfg.run_name}' already has checkpoints in {ckpt_dir}: continue it with resume=true, "
-            "or start another with run_name=NAME"
+            f"resume=true: no run of experiment '{cfg.experiment_name}' under {shown_path(runs)} holds "
+            f"{LAST_CHECKPOINT}; start a new run without resume, or give resume=PATH (a run folder or a checkpoint)"
         )
-    return None
+    return found, found / LAST_CHECKPOINT
+
+
+def move_run(cfg: DictConfig, folder: Path) -> None:
+    """Make ``folder`` the run's folder (``paths.output_dir`` and what follows it, ``run_name``, the log files), and
+    remove the folder this start created for itself."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    here = Path(cfg.paths.output_dir)
+    if folder.absolute() == here.absolute():
+        return
+    if HydraConfig.initialized():
+        runtime = HydraConfig.instance().cfg.hydra.runtime
+        with read_write(runtime), open_dict(runtime):
+            runtime.output_dir = str(folder.absolute())
+    with read_write(cfg), open_dict(cfg):
+        cfg.run_name = folder.name
+        if Path(cfg.paths.output_dir).absolute() != folder.absolute():  # paths.output_dir does not follow Hydra
+            cfg.paths.output_dir = str(folder.absolute())
+    move_file_logs(here, folder)
+    remove_unused_run_folder(here, None)  # the next line names the run folder
+
+
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """``(global_step, epoch)`` recorded in the Lightning checkpoint at ``path``."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(checkpoint["global_step"]), int(checkpoint["epoch"])
+    except Exception as error:  # noqa: BLE001 (any failure means the file cannot be resumed from)
+        raise ConfigError(f"config key 'resume': {path} is not a readable Lightning checkpoint ({error})") from error
+
+
+#: The run folders this process has announced (:func:`announce_run`): removing one after a failed start is said.
+ANNOUNCED: set[str] = set()
+
+
+def announce_run(cfg: DictConfig, checkpoint: Path | None) -> str | None:
+    """Log the run folder (and, when resuming, the run and its step) before any heavy work; return the checkpoint to
+    resume from as a string (``None`` for a fresh run)."""
+    ANNOUNCED.add(str(Path(cfg.paths.output_dir).absolute()))
+    log.info("run folder: %s", shown_path(cfg.paths.output_dir))
+    if checkpoint is None:
+        return None
+    step, epoch = checkpoint_position(checkpoint)
+    log.info("resuming run '%s' from %s (global step %d, epoch %d)", cfg.run_name, shown_path(checkpoint), step, epoch)
+    return str(checkpoint)
+
+
+def check_duration(trainer: DictConfig) -> None:
+    """Refuse a training run without end: ``trainer.max_epochs`` -1 or null with neither ``trainer.max_steps`` nor
+    ``trainer.max_time`` set (null would let Lightning pick 1000 epochs); with ``max_time`` such a run is legitimate,
+    and the log says when it ends."""
+    epochs, steps, limit = trainer.get("max_epochs"), trainer.get("max_steps", -1), trainer.get("max_time")
+    if trainer.get("fast_dev_run") or epochs not in (None, -1) or steps not in (None, -1):
+        return
+    if limit is None:
+        meaning = "trains without end" if epochs == -1 else "lets Lightning pick 1000 epochs"
+        raise ConfigError(
+            f"config key 'trainer.max_epochs': {'null' if epochs is None else epochs} {meaning}; give a number of "
+            "epochs, or bound the run with +trainer.max_steps=N or +trainer.max_time=DD:HH:MM:SS"
+        )
+    log.info("trainer.max_epochs=%s: training stops at trainer.max_time=%s", epochs, limit)
 
 
 #: Config keys that must equal ``data.scale`` (the stock configs interpolate it: ``${data.scale}``).
@@ -94,21 +233,26 @@ def save_final_checkpoint(trainer: Any) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
+    folder, checkpoint = resolve_checkpoint(cfg)
+    move_run(cfg, folder)
+    check_duration(cfg.trainer)  # the checks of the config alone fail in one line, before the run is announced
     check_scales(cfg)
     check_data_paths(cfg.data)
-    ckpt_path = resolve_checkpoint(cfg)
+    ckpt_path = announce_run(cfg, checkpoint)
     set_threads(cfg.get("threads"))
 
     import lightning as L
 
     from rawsr.training import release_distributed
-    from rawsr.training.loggers import finish_loggers, log_run_config
+    from rawsr.training.console import single_console
+    from rawsr.training.loggers import RunConfigLogger, finish_loggers
 
+    single_console()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
     failed = True
     try:  # each job of a sweep ends its W&B run and its process group, whatever happens
-        log_run_config(trainer.loggers, cfg)
+        trainer.callbacks.append(RunConfigLogger(cfg))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -122,11 +266,11 @@ def train(cfg: DictConfig) -> float | None:
 
     if trainer.is_global_zero:
         checkpoint = trainer.checkpoint_callback
-        log.info("run folder: %s", cfg.paths.output_dir)
         if checkpoint is not None:
-            log.info("checkpoints: %s (best: %s)", checkpoint.dirpath, checkpoint.best_model_path or "none")
+            best = shown_path(checkpoint.best_model_path) if checkpoint.best_model_path else "none"
+            log.info("checkpoints: %s (best: %s)", shown_path(checkpoint.dirpath), best)
         for logger in trainer.loggers:
-            log.info("%s metrics: %s", type(logger).__name__, logger.log_dir or logger.save_dir)
+            log.info("%s metrics: %s", type(logger).__name__, shown_path(logger.log_dir or logger.save_dir))
         summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
         log.info("final validation: %s", summary or "none")
     return metrics.get(cfg.optimized_metric)
@@ -140,6 +284,9 @@ def main(cfg: DictConfig) -> float | None:
         result["metric"] = train(cfg)
 
     status = run_entry(work, log)
+    if status == EXIT_USAGE:  # a failed start leaves nothing behind; a run that had begun keeps its folder
+        folder = Path(cfg.paths.output_dir).absolute()
+        remove_unused_run_folder(folder, log if str(folder) in ANNOUNCED else None)
     if status:
         raise SystemExit(status)
     return result["metric"]

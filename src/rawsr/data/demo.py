@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rawsr.config import require, require_choice, require_positive_int, require_range
+from rawsr.config import ConfigError, require, require_choice, require_positive_int, require_range
 from rawsr.data.keys import shared_key, source_key
 from rawsr.degradation.cameras import sample_camera
 from rawsr.imaging import unprocess
@@ -112,13 +112,20 @@ class DemoImages(Dataset):
         self.images = []
         for name in names:
             image = torch.from_numpy(load_skimage(name, f"{key}.images")).permute(2, 0, 1).contiguous()
-            require(
-                min(image.shape[1:]) >= side,
-                f"{key}.images",
-                f"images at least {side} px on each side (scale * crop)",
-                f"{name} of size {tuple(image.shape[1:])}",
-            )
+            self._check_fits(name, tuple(image.shape[1:]), key, multiple)
             self.images.append(image)
+
+    def _check_fits(self, name: str, shape: tuple[int, ...], key: str, multiple: int) -> None:
+        """Refuse an image smaller than the HR crop, naming the key that sets the crop (``data.crop`` for training,
+        ``val_crops`` for validation) and the largest value that fits."""
+        if min(shape) >= self.side:
+            return
+        crop_key = shared_key(key, "crop") if self.split == "train" else f"{key}.val_crops"
+        fit = min(shape) // self.scale // multiple * multiple
+        raise ConfigError(
+            f"config key '{crop_key}': {self.side // self.scale} LR pixels make crops of {self.side} px at scale "
+            f"{self.scale}, larger than image {name} of size {shape}; set {crop_key} to at most {fit}"
+        )
 
     def __len__(self) -> int:
         return self.samples_per_epoch if self.split == "train" else len(self.images)

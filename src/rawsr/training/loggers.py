@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
@@ -165,6 +166,17 @@ def log_run_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config)
+
+
+class RunConfigLogger(Callback):
+    """Logs the run's config (:func:`log_run_config`) when fitting starts, once data and model are set up: a start
+    that fails on them leaves no logger output (``csv/``, ``wandb/``) in the run folder."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        log_run_config(trainer.loggers, self.cfg)
 
 
 def finish_loggers(loggers: Iterable[Logger], failed: bool = False) -> None:

@@ -125,8 +125,8 @@ class RawSRModule(L.LightningModule):
         self.tile = tile
         self.val_metrics = _metrics("val/")
         self.val_bicubic = _metrics("val/").clone(postfix="_bicubic")
-        self.test_metrics = _metrics("test/")
-        self.test_bicubic = _metrics("test/").clone(postfix="_bicubic")
+        self.test_metrics: MetricCollection | None = None  # made by setup("test"): kept out of the fit's summary
+        self.test_bicubic: MetricCollection | None = None
 
     def forward(self, raw: torch.Tensor, ref: torch.Tensor, wb=None, ccm=None) -> dict[str, torch.Tensor]:
         """``raw (B, 1, H, W)``, ``ref (B, 3, H, W)`` -> ``{"srgb", "linear"}`` of shape ``(B, 3, sH, sW)``."""
@@ -177,6 +177,12 @@ class RawSRModule(L.LightningModule):
         self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=n)
         self.log_dict(bicubic, on_epoch=True, batch_size=n)
         return {"prediction": prediction}
+
+    def setup(self, stage: str) -> None:
+        """Create the test metrics when testing starts (``test=true`` runs ``trainer.test`` after fitting)."""
+        if stage == "test" and self.test_metrics is None:
+            self.test_metrics = _metrics("test/")
+            self.test_bicubic = _metrics("test/").clone(postfix="_bicubic")
 
     def on_fit_start(self) -> None:
         # Metric states must not be shared between processes started by ddp_spawn.
