@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rawsr.cli import check_data_paths, run_entry
+from rawsr.cli import check_data_paths, launch, run_entry
 from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int, require_scale
 
 log = logging.getLogger("rawsr.train")
@@ -145,5 +145,10 @@ def main(cfg: DictConfig) -> float | None:
     return result["metric"]
 
 
+def cli_main() -> None:
+    """``python -m rawsr.train`` and ``rawsr-train``: ``--help`` lists the config groups and keys of ``train.yaml``."""
+    launch("train", main)
+
+
 if __name__ == "__main__":
-    main()
+    cli_main()
