@@ -378,7 +378,7 @@ def test_nan_output_is_reported_not_written(tmp_path, monkeypatch, capsys):
         (("ckpt_path={ckpt}", "input={dng}", "blend=max"), r"config key 'blend': expected one of \['linear', 'mean'\]"),
         (("ckpt_path={ckpt}", "input={dng}", "device=gpu"), "config key 'device': expected auto, cpu, cuda or cuda:N"),
         (("ckpt_path={missing}", "input={dng}"), "config key 'ckpt_path': no checkpoint file"),
-        (("ckpt_path={dng}", "input={dng}"), r"config key .ckpt_path.: .* is not a rawsr checkpoint \(not a file written"),
+        (("ckpt_path={dng}", "input={dng}"), r"config key .ckpt_path.: .* is not a rawsr checkpoint \(not a file"),
         (("ckpt_path={ckpt}", "input={missing}"), "config key 'input'"),
         (("ckpt_path={good}", "input={dng}", "overlap=5"), "config key 'overlap': .* tile 16 .* got 5"),
         (("ckpt_path={good}", "input={dng}", "overlap=16"), "config key 'overlap'"),
