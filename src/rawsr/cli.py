@@ -375,10 +375,14 @@ class RunFolderCheck(Callback):
             raise SystemExit(EXIT_USAGE) from None
 
 
-def launch(entry: str, hydra_main: Callable[[], Any]) -> Any:
+def launch(entry: str, hydra_main: Callable[[], Any], quick_exit: bool = False) -> Any:
     """Run ``python -m rawsr.<entry>``: its own ``--help`` page (printed before torch is imported, exit 0), else the
     Hydra application ``hydra_main``; a Ctrl-C outside the work itself (while Hydra composes the config) also ends
-    with one line and exit status 130."""
+    with one line and exit status 130.
+
+    ``quick_exit``: once the work has handled a Ctrl-C (its workers stopped, its partial files removed), leave at
+    once, without the interpreter's teardown of torch and Lightning (over a second here).
+    """
     if wants_help(sys.argv[1:]):
         print(help_page(entry))
         raise SystemExit(EXIT_OK)
@@ -386,4 +390,17 @@ def launch(entry: str, hydra_main: Callable[[], Any]) -> Any:
         return hydra_main()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    except SystemExit as end:
+        if not quick_exit or end.code != EXIT_INTERRUPTED:
+            raise
+    if quick_exit:
+        _exit_now(EXIT_INTERRUPTED)
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` after flushing the logs and the standard streams, skipping the teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)

@@ -276,7 +276,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``rawsr-predict``: ``--help`` lists the keys of ``configs/predict.yaml``."""
-    launch("predict", _main)
+    launch("predict", _main, quick_exit=True)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``rawsr-prepare``: ``--help`` lists the keys of ``configs/prepare.yaml``."""
-    launch("prepare", _main)
+    launch("prepare", _main, quick_exit=True)
 
 
 if __name__ == "__main__":
