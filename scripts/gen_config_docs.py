@@ -11,9 +11,10 @@ comment lines written just above the key. A file's leading comment block becomes
 configs (``train.yaml``, ``evaluate.yaml``, ...) come first, then one section per config group (a folder of
 ``configs/``, nested groups such as ``hydra/launcher`` included), each option with its own table.
 
-The configs are plain block-style YAML; the line scanner below handles what they use (nested mappings, block and
-flow lists, inline and full-line comments) and checks its key paths against a real YAML parser, so a construct it
-does not understand stops the generation instead of producing a wrong page.
+The configs are plain block-style YAML; the line scanner (:func:`rawsr.cli.parse_config`, which also writes the
+``--help`` page of each entry point) handles what they use (nested mappings, block and flow lists, inline and
+full-line comments) and checks its key paths against a real YAML parser, so a construct it does not understand stops
+the generation instead of producing a wrong page.
 """
 
 from __future__ import annotations
@@ -21,173 +22,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from rawsr.cli import ConfigFile, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 OUTPUT = REPO / "docs" / "configs.md"
 PRIMARY_ORDER = ("train", "evaluate", "predict", "prepare")
 COMMAND = "python scripts/gen_config_docs.py"
-
-_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w\-/.@]*|\"[^\"]+\"|'[^']+'): ?(?P<rest>.*)$")
-_LIST_LINE = re.compile(r"^(?P<indent> *)- ?(?P<rest>.*)$")
-
-
-@dataclass
-class Entry:
-    """One documented key: dotted ``path``, ``default`` as written (``""`` for a mapping), ``comment``."""
-
-    path: str
-    default: str
-    comment: str = ""
-    is_section: bool = False
-
-
-@dataclass
-class ConfigFile:
-    """A parsed config file: its description, package line, defaults list and key entries."""
-
-    name: str
-    description: list[str] = field(default_factory=list)
-    package: str | None = None
-    defaults: list[str] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
-
-
-def split_comment(text: str) -> tuple[str, str, int]:
-    """Split ``text`` into (value, comment, column of '#') at the first ``#`` outside quotes and preceded by a
-    space (or at the start); the column is -1 when there is no comment."""
-    quote = None
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#" and (i == 0 or text[i - 1] in " \t"):
-            return text[:i].rstrip(), text[i + 1 :].strip(), i
-    return text.rstrip(), "", -1
-
-
-def _flow(value: object) -> str:
-    """A parsed YAML value written back in flow style (for block lists, which have no one-line text)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _lookup(data: object, path: list[str]) -> object:
-    for key in path:
-        data = data[key] if isinstance(data, dict) else None
-    return data
-
-
-def leaf_paths(data: object, prefix: str = "") -> list[str]:
-    """Dotted paths of every key in a parsed YAML mapping (mappings and leaves), in file order."""
-    paths = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            path = f"{prefix}{key}"
-            paths.append(path)
-            paths.extend(leaf_paths(value, path + "."))
-    return paths
-
-
-def parse_config(text: str, name: str) -> ConfigFile:
-    """Parse one config file's text into its description, defaults list and documented keys.
-
-    Raises:
-        ValueError: naming the file when the scanned keys disagree with a YAML parser's.
-    """
-    parsed = yaml.safe_load(text) or {}
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{name}: expected a YAML mapping at the top level, got {type(parsed).__name__}")
-    lines = text.splitlines()
-    config = ConfigFile(name=name)
-
-    header: list[str] = []
-    body_start = 0
-    while body_start < len(lines) and lines[body_start].strip().startswith("#"):
-        stripped = lines[body_start].strip()
-        if stripped.startswith("# @package"):
-            config.package = stripped.split(None, 2)[2].strip()
-        else:
-            header.append(stripped[1:])
-        body_start += 1
-    config.description = header
-
-    stack: list[tuple[int, str]] = []  # (indent, key) of the open mappings
-    pending: list[str] = []  # full-line comments waiting for the next key
-    last: Entry | None = None
-    last_comment_col = -1
-    in_defaults = False
-    for line in lines[body_start:]:
-        stripped = line.strip()
-        if not stripped:
-            pending = []
-            continue
-        if stripped.startswith("#"):
-            col = len(line) - len(line.lstrip())
-            if last is not None and last_comment_col >= 0 and col == last_comment_col:
-                last.comment = f"{last.comment} {stripped[1:].strip()}".strip()
-            else:
-                pending.append(stripped[1:].strip())
-            continue
-        list_match = _LIST_LINE.match(line)
-        if list_match and not _KEY_LINE.match(line):
-            item, comment, _ = split_comment(list_match.group("rest"))
-            if in_defaults:
-                config.defaults.append(item + (f"  ({comment})" if comment else ""))
-            last_comment_col = -1
-            continue
-        match = _KEY_LINE.match(line)
-        if match is None:
-            raise ValueError(f"{name}: cannot read the line {line!r}")
-        indent = len(match.group("indent"))
-        key = match.group("key").strip("\"'")
-        value, comment, col = split_comment(match.group("rest"))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        path = [k for _, k in stack] + [key]
-        in_defaults = path == ["defaults"]
-        comments = [*pending, comment] if comment else pending
-        pending = []
-        last_comment_col = len(line) - len(match.group("rest")) + col if col >= 0 else -1
-        if in_defaults:
-            last = None
-            continue
-        if value in ("", "|", ">"):
-            parsed_value = _lookup(parsed, path)
-            if isinstance(parsed_value, dict) or parsed_value is None and value == "":
-                stack.append((indent, key))
-                entry = Entry(".".join(path), "", " ".join(comments), is_section=isinstance(parsed_value, dict))
-                if parsed_value is None:  # an empty value: null
-                    entry = Entry(".".join(path), "null", " ".join(comments))
-            else:
-                entry = Entry(".".join(path), _flow(parsed_value), " ".join(comments))
-                stack.append((indent, key))  # its block-list items are indented below it
-        else:
-            entry = Entry(".".join(path), value, " ".join(comments))
-        config.entries.append(entry)
-        last = entry
-
-    expected = [p for p in leaf_paths(parsed) if p != "defaults" and not p.startswith("defaults.")]
-    found = [e.path for e in config.entries]
-    if found != expected:
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
-        raise ValueError(f"{name}: scanned keys disagree with the YAML parser (missing {missing}, extra {extra})")
-    return config
-
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\*_<>$\[\]])")
 

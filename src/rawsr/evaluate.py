@@ -16,18 +16,16 @@ import csv
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from rawsr.cli import check_data_paths, resolve_device, run_entry
+from rawsr.cli import check_data_paths, check_output_folder, launch, resolve_device, run_entry
 from rawsr.config import ConfigError, config_dir, instantiate, require_choice
-from rawsr.inference import BLENDS
-from rawsr.writers import atomic_path, write_image
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("rawsr.evaluate")
 
@@ -47,6 +45,8 @@ def luma_bt601(rgb: torch.Tensor) -> torch.Tensor:
 
 def score(prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: str = "paper") -> dict[str, float]:
     """PSNR and SSIM of one image pair ``(1, 3, H, W)`` in [0, 1] under ``protocol``."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
     prediction, target = prediction.float().clamp(0, 1), target.float().clamp(0, 1)
     if protocol == "basicsr":
         prediction, target = luma_bt601(prediction), luma_bt601(target)
@@ -59,6 +59,8 @@ def score(prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: 
 
 def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
     """Write ``rows`` to ``path`` whole or not at all."""
+    from rawsr.writers import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields))
@@ -68,6 +70,8 @@ def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
 
 def _save_png(path: Path, image: torch.Tensor) -> None:
     """Write ``image (1, 3, H, W)`` in [0, 1] as an 8-bit PNG, atomically."""
+    from rawsr.writers import write_image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
 
@@ -121,7 +125,10 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     Returns the summary rows ``{"model", "images", "psnr", "ssim"}``; writes ``per_image.csv`` and
     ``summary.csv`` to the run folder (and images when ``save_images``).
     """
+    import torch
+    import torch.nn.functional as F
 
+    from rawsr.inference import BLENDS
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
@@ -129,9 +136,9 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
-    for path in paths:
+    for i, path in enumerate(paths):
         try:
-            module = load_checkpoint(path, map_location=device)
+            module = load_checkpoint(path, map_location=device, key="ckpt_path" if i == 0 else f"compare[{i - 1}]")
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
         modules[_model_name(path, modules)] = module
@@ -146,7 +153,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     check_data_paths(cfg.data)
     datamodule = build_datamodule(cfg, first)  # the checkpoint decides the scale, the tile and the simulation
     datamodule.setup("validate")
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = check_output_folder(cfg.paths.output_dir, "hydra.run.dir")
     per_image: list[dict] = []
     from tqdm import tqdm
 
@@ -195,10 +202,15 @@ def _print_table(summary: Sequence[dict], protocol: str, out_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     status = run_entry(lambda: evaluate(cfg) and None, log)
     if status:
         raise SystemExit(status)
+
+
+def main() -> None:
+    """Console entry point ``rawsr-evaluate``: ``--help`` lists the keys of ``configs/evaluate.yaml``."""
+    launch("evaluate", _main)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from rawsr.camera import RAW_EXTENSIONS, check_adjust_maximum
-from rawsr.cli import EXIT_SKIPPED, resolve_device, run_entry
+from rawsr.cli import EXIT_SKIPPED, check_output_folder, launch, resolve_device, run_entry
 from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
-from rawsr.inference import BLENDS, PRECISIONS
-from rawsr.model import RawSRNet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,11 +57,13 @@ class PredictReport:
 
 def find_inputs(path: str | Path) -> list[Path]:
     """The raw files to process: ``path`` itself, or the files of folder ``path`` (not recursive) whose
-    suffix is in :data:`RAW_EXTENSIONS` (case-insensitive), sorted by name.
+    suffix is in :data:`rawsr.camera.RAW_EXTENSIONS` (case-insensitive), sorted by name.
 
     Raises:
         ConfigError: naming ``input`` when the path does not exist or the folder holds no raw file.
     """
+    from rawsr.camera import RAW_EXTENSIONS
+
     path = Path(path)
     if path.is_file():
         return [path]
@@ -158,6 +157,9 @@ def predict_file(
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse missing or out-of-range keys with a :class:`ConfigError` naming the key."""
+    from rawsr.camera import check_adjust_maximum
+    from rawsr.inference import BLENDS, PRECISIONS
+
     for key in ("ckpt_path", "input"):
         if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
             raise ConfigError(f"config key '{key}' is not set: give {key}=PATH")
@@ -177,9 +179,13 @@ def check_config(cfg: DictConfig) -> None:
     )
 
 
-def check_tiling(tile: int, overlap: int | None, multiple: int = RawSRNet.SIZE_MULTIPLE) -> None:
-    """Refuse a checkpoint tile the network cannot take (not a multiple of ``multiple``), or an ``overlap`` that
-    would leave gaps or put tile origins on odd pixels (which would swap the colours of the mosaic)."""
+def check_tiling(tile: int, overlap: int | None, multiple: int | None = None) -> None:
+    """Refuse a checkpoint tile the network cannot take (not a multiple of ``multiple``, by default
+    :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`), or an ``overlap`` that would leave gaps or put tile origins on odd
+    pixels (which would swap the colours of the mosaic)."""
+    from rawsr.model import RawSRNet
+
+    multiple = RawSRNet.SIZE_MULTIPLE if multiple is None else multiple
     if tile % multiple:
         raise ConfigError(f"config key 'ckpt_path': the checkpoint's tile {tile} is not a multiple of {multiple}")
     if overlap is not None and (overlap >= tile or (tile - overlap) % 2):
@@ -218,7 +224,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         raise ConfigError(str(error)) from None
     check_tiling(model.tile, cfg.overlap)
     model.net.to(device).eval()
-    output_dir = Path(cfg.output_dir)
+    output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
         "rawsr.predict: %d file(s), x%d, tile %d, blend %s, device %s, precision %s -> %s",
@@ -243,9 +249,8 @@ def predict(cfg: DictConfig) -> PredictReport:
 
 
 def summarise(report: PredictReport) -> str:
-    """One line per output and per skipped input, then the counts."""
+    """One line per output, then the counts (each skipped input was reported once already, as it happened)."""
     lines = [f"wrote {out}" for outputs in report.written.values() for out in outputs]
-    lines += [f"skipped {path}: {reason}" for path, reason in report.skipped.items()]
     lines.append(f"rawsr.predict: {len(report.written)} done, {len(report.skipped)} skipped")
     return "\n".join(lines)
 
@@ -263,10 +268,15 @@ def run(cfg: DictConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     code = run(cfg)
     if code:
         raise SystemExit(code)
+
+
+def main() -> None:
+    """Console entry point ``rawsr-predict``: ``--help`` lists the keys of ``configs/predict.yaml``."""
+    launch("predict", _main, quick_exit=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rawsr.cli import resolve_device, run_entry
+from rawsr.cli import check_output_folder, launch, resolve_device, run_entry
 from rawsr.config import ConfigError, config_dir, instantiate, require, require_choice, require_positive_int
 
 log = logging.getLogger("rawsr.prepare")
@@ -41,7 +41,7 @@ def run_cache(cfg: DictConfig) -> int:
     from rawsr.data.raw_folder import CacheRecipe, find_raw_files, prepare_cache
 
     input_dir = Path(_required(cfg, "input_dir"))
-    cache_dir = Path(_required(cfg, "cache_dir"))
+    cache_dir = check_output_folder(_required(cfg, "cache_dir"), "cache_dir")
     require(input_dir.is_dir(), "input_dir", "an existing folder of raw files", str(input_dir))
     extensions = tuple(cfg.extensions) if cfg.get("extensions") else RAW_EXTENSIONS
     files = find_raw_files(input_dir, extensions)
@@ -95,7 +95,7 @@ def run_valset(cfg: DictConfig) -> int:
     from rawsr.data.release import LR_DIR, ReleaseDataset, write_release_sample
 
     vs = cfg.valset
-    out_dir = Path(_required(cfg, "valset.out_dir"))
+    out_dir = check_output_folder(_required(cfg, "valset.out_dir"), "valset.out_dir")
     require_choice(vs.source, "valset.source", ("raw_folder", "demo"))
     require_positive_int(vs.scale, "valset.scale")
     require_positive_int(vs.crop, "valset.crop", even=True)
@@ -152,8 +152,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point ``rawsr-prepare``."""
-    _main()
+    """Console entry point ``rawsr-prepare``: ``--help`` lists the keys of ``configs/prepare.yaml``."""
+    launch("prepare", _main, quick_exit=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rawsr.cli import (
     EXIT_USAGE,
     check_data_paths,
+    launch,
     move_file_logs,
     remove_unused_run_folder,
     run_entry,
@@ -292,5 +293,10 @@ def main(cfg: DictConfig) -> float | None:
     return result["metric"]
 
 
+def cli_main() -> None:
+    """``python -m rawsr.train`` and ``rawsr-train``: ``--help`` lists the config groups and keys of ``train.yaml``."""
+    launch("train", main)
+
+
 if __name__ == "__main__":
-    main()
+    cli_main()

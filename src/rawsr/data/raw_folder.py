@@ -17,14 +17,15 @@ front end.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 import logging
-import multiprocessing
+import multiprocessing.pool
 import os
+import signal
+import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,73 @@ def _build_or_report(source: Path, cache_dir: Path, recipe: CacheRecipe) -> tupl
     return source, None
 
 
+def _build_task(task: tuple[Path, Path, CacheRecipe]) -> tuple[Path, str | None]:
+    return _build_or_report(*task)
+
+
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core
+
+
+def _start_pool(processes: int) -> multiprocessing.pool.Pool:
+    """A pool of decoding processes that ignore Ctrl-C (SIGINT): the parent handles it, and stops them at once.
+
+    The platform's default start method (fork on Linux: no re-import of torch in each worker); the workers run torch
+    single-threaded, as DataLoader workers do. SIGINT is ignored while they start, so that they inherit that.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        return multiprocessing.get_context().Pool(processes, initializer=_init_worker)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _pooled(todo: list[Path], cache_dir: Path, recipe: CacheRecipe, workers: int) -> Iterator[tuple[Path, str | None]]:
+    """:func:`_build_or_report` of each file of ``todo`` in ``workers`` processes, in the order they finish.
+
+    When the caller stops early (Ctrl-C, an error), the workers are terminated at once, without waiting for the
+    queued files, and what the unfinished files had begun is removed (:func:`_remove_unfinished`).
+    """
+    pool = _start_pool(min(workers, len(todo)))
+    finished: set[Path] = set()
+    try:
+        for result in pool.imap_unordered(_build_task, [(source, cache_dir, recipe) for source in todo]):
+            finished.add(result[0])
+            yield result
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        _remove_unfinished([source for source in todo if source not in finished], cache_dir, recipe)
+        raise
+    finally:
+        pool.join()
+
+
+def _sequential(todo: list[Path], cache_dir: Path, recipe: CacheRecipe) -> Iterator[tuple[Path, str | None]]:
+    """:func:`_build_or_report` of each file of ``todo`` in this process; when stopped early (Ctrl-C, an error), the
+    entry being built is removed if it is not whole (:func:`_remove_unfinished`)."""
+    for source in todo:
+        try:
+            result = _build_or_report(source, cache_dir, recipe)
+        except BaseException:
+            _remove_unfinished([source], cache_dir, recipe)
+            raise
+        yield result
+
+
+def _remove_unfinished(sources: Iterable[Path], cache_dir: Path, recipe: CacheRecipe) -> None:
+    """Remove the temporary files of a terminated worker and every entry of ``sources`` that is not whole and valid
+    (an ``.npy`` written without its sidecar, or a stale entry about to be rebuilt)."""
+    for source in sources:
+        stem = entry_stem(source)
+        for name in (f"{stem}.npy", f"{stem}.json"):
+            for temporary in cache_dir.glob(f".{name}.*.part"):
+                temporary.unlink(missing_ok=True)
+        if not entry_is_valid(source, cache_dir, recipe):
+            for name in (f"{stem}.npy", f"{stem}.json"):
+                (cache_dir / name).unlink(missing_ok=True)
 
 
 @dataclass
@@ -243,15 +309,9 @@ def prepare_cache(
     bar = tqdm(total=len(todo), desc="decoding raw files", unit="file", disable=not progress or not todo)
     with bar:
         if workers == 1 or len(todo) <= 1:
-            results = (_build_or_report(source, cache_dir, recipe) for source in todo)
-            _collect(results, report, bar)
+            _collect(_sequential(todo, cache_dir, recipe), report, bar)
         else:
-            # The platform's default start method (fork on Linux: no re-import of torch in each worker); the
-            # workers run torch single-threaded, as DataLoader workers do.
-            context = multiprocessing.get_context()
-            with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_init_worker) as ex:
-                futures = [ex.submit(_build_or_report, source, cache_dir, recipe) for source in todo]
-                _collect((f.result() for f in cf.as_completed(futures)), report, bar)
+            _collect(_pooled(todo, cache_dir, recipe, workers), report, bar)
     report.failed.sort()
     return report
 

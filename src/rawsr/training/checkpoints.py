@@ -50,27 +50,45 @@ class AtomicCheckpoints(Callback):
             )
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RawSRModule:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt_path") -> RawSRModule:
     """Load a :class:`RawSRModule` from a checkpoint written by ``rawsr.train``, with ``weights_only=True``.
 
-    Raises ``FileNotFoundError`` or ``ValueError`` with the path when the file is missing or not a rawsr checkpoint.
+    Raises ``FileNotFoundError`` or ``ValueError`` when the file is missing or not a rawsr checkpoint, with one
+    message naming the config key ``key`` and the path.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"ckpt_path: {path} is not a readable checkpoint ({error})") from error
+        raise FileNotFoundError(f"config key '{key}': no checkpoint file at {path}")
+    checkpoint = _read_checkpoint(path, map_location, key)
+    not_rawsr = f"config key '{key}': {path} is not a rawsr checkpoint"
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"ckpt_path: {path} is not a rawsr checkpoint (no state_dict/hyper_parameters)")
+        raise ValueError(f"{not_rawsr} (it holds no state_dict and hyper_parameters)")
     upgrade_checkpoint(checkpoint)
     hparams = dict(checkpoint["hyper_parameters"])
     if "net" not in hparams or "tile" not in hparams:
-        raise ValueError(f"ckpt_path: {path} lacks the network's hyper-parameters (net, tile)")
+        raise ValueError(f"{not_rawsr} (its hyper_parameters lack the network's: net, tile)")
     module = RawSRModule(**{k: v for k, v in hparams.items() if k in _MODULE_ARGS})
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    try:
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError:
+        raise ValueError(f"config key '{key}': the weights in {path} do not fit its network hyper-parameters") from None
     return module.eval()
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device, key: str) -> Any:
+    """``torch.load`` with ``weights_only=True``; a file it cannot read is refused in one line, naming ``key``."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # text, another format, a truncated file: torch's messages ("101") say nothing useful
+        foreign = isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error)
+        reason = "it holds Python objects other than tensors and plain values" if foreign else ""
+        reason = reason or "not a file written by torch.save, or one cut short"
+    raise ValueError(f"config key '{key}': {path} is not a rawsr checkpoint ({reason})")
 
 
 _MODULE_ARGS = ("net", "tile", "optimizer", "scheduler", "linear_loss_weight", "val_blend", "degradation")
