@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import warnings
 
+from rawsr.training.lightning_api import PYTREE_MODULE
+
 #: The start of Lightning's advert for its cloud logger, logged by every Trainer that has no LitLogger.
 ADVERT = "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"
 #: The logger Lightning's ``rank_zero_info`` writes to.
 RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
 #: torch 2.13 deprecates ``isinstance(spec, LeafSpec)``, which Lightning 2.6 still uses in every batch transfer.
 PYTREE_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-PYTREE_MODULE = r"lightning\.pytorch\.utilities\._pytree"
 #: Lightning's loggers that may carry a console handler of their own.
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 

@@ -157,6 +157,13 @@ def started_experiment(logger: Any) -> Any:
 
 # -- what the tests check ----------------------------------------------------------------------------------------------
 
+# -- warnings raised inside Lightning's private modules --------------------------------------------------------------
+
+PYTREE_MODULE = r"lightning\.pytorch\.utilities\._pytree"
+"""The private module whose tree-spec check warns on every batch transfer under torch 2.13 (a ``module=`` pattern
+for :func:`warnings.filterwarnings`, see :func:`rawsr.training.console.single_console`)."""
+
+
 PRIVATE_API: tuple[tuple[str, str, str], ...] = (
     ("ScriptLauncher", "lightning.pytorch.strategies.launchers.subprocess_script", "_SubprocessScriptLauncher"),
     ("ScriptLauncher.start_workers", "_SubprocessScriptLauncher", "_call_children_scripts"),
@@ -175,6 +182,7 @@ PRIVATE_API: tuple[tuple[str, str, str], ...] = (
     ("before_batch_transfer", "LightningModule", "_on_before_batch_transfer"),
     ("uncount_fetched", "_PrefetchDataFetcher()", "fetched"),
     ("started_experiment", "CSVLogger()", "_experiment"),
+    ("PYTREE_MODULE", "lightning.pytorch.utilities", "_pytree"),
 )
 """``(adapter, owner, attribute)``: each private name of Lightning an adapter above relies on, and where it lives
 (a module path, a class, or ``Class()`` for an attribute that instances get in ``__init__``)."""
