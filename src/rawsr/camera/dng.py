@@ -132,7 +132,9 @@ LINEAR_WHITE = 65535
 
 
 def _ascii(code: int, text: str) -> tuple:
-    return (code, "s", 0, text, True)
+    from rawsr.writers import tiff_ascii
+
+    return (code, "s", 0, tiff_ascii(text), True)
 
 
 def linear_dng_tags(
