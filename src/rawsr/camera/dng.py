@@ -61,6 +61,7 @@ def write_dng(
     bits: int | None = None,
     camera: str = "rawsr synthetic",
     active_area: tuple[int, int, int, int] | None = None,
+    orientation: int = 1,
 ) -> Path:
     """Write a Bayer mosaic as a DNG file.
 
@@ -78,6 +79,7 @@ def write_dng(
             are refused.
         camera: UniqueCameraModel and Model.
         active_area: ``(top, left, bottom, right)`` of the visible area (DNG ActiveArea); ``None`` = all.
+        orientation: TIFF Orientation (1 upright, 3, 6 or 8), written only when not 1.
 
     Returns:
         the path written.
@@ -117,6 +119,8 @@ def write_dng(
     if len(blacks) == 4:
         tags.append((50713, "H", 2, (2, 2), True))  # BlackLevelRepeatDim
     tags.append((50714, "I", len(blacks), tuple(blacks), True))  # BlackLevel
+    if orientation != 1:
+        tags.append((274, "H", 1, (int(orientation),), True))  # Orientation
     if active_area is not None:
         tags.append((50829, "I", 4, tuple(int(v) for v in active_area), True))  # ActiveArea
     path = Path(path)
