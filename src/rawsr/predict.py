@@ -188,7 +188,8 @@ def predict_file(
     produced = prefetch(_inference(split_rows(to_uint16(b)) for b in blocks))
     preview = Preview(scale * h, scale * w, 3, cfg.preview_max_side) if cfg.preview else None
     rows = produced if preview is None else _tap_srgb(preview, produced)
-    meta = output_metadata(image, scale, getattr(model, "source", cfg.ckpt_path), f"rawsr {__version__}")
+    source = model.source if hasattr(model, "source") else cfg.ckpt_path  # an exported model names its .onnx
+    meta = output_metadata(image, scale, source, f"rawsr {__version__}")
     sinks = []
     for fmt in formats:
         target = output_dir / f"{name}{OUTPUT_SUFFIXES[fmt]}"
