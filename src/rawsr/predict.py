@@ -12,7 +12,10 @@ For each raw file:
    training data (:mod:`rawsr.imaging`), so training and inference references match.
 3. The network runs on tiles of the checkpoint's training crop (:mod:`rawsr.inference.tiling`), streamed by rows: the
    full-size HR image is never held; output rows go straight to a 16-bit PNG or TIFF and to a small 8-bit
-   preview, both written atomically.
+   preview, both written atomically. ``format=dng`` (or a list, ``format=[png,dng]``, from one network run) also
+   writes the network's HR linear output (camera RGB, before the colour branch) as a linear DNG for raw developers.
+   Every output carries the source's orientation, camera and capture time, and how it was made.
+4. ``backend=onnxruntime`` runs a model exported by ``python -m rawsr.export`` (``model_path=MODEL.onnx``) instead.
 
 A file that cannot be read is reported as ``skipped <path>: <reason>`` and the others go on; the exit code
 is 1 when any file was skipped, 2 for a bad config.
@@ -25,6 +28,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,7 +48,8 @@ log = logging.getLogger("rawsr.predict")
 T = TypeVar("T")
 
 
-OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif"}
+OUTPUT_SUFFIXES = {"png": ".png", "tiff": ".tif", "dng": ".dng"}
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 @dataclass
@@ -108,7 +113,35 @@ def _progress(total: int, desc: str, unit: str, enabled: bool, leave: bool):
 def _counted(blocks: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
     for block in blocks:
         yield block
-        bar.update(block.shape[0])
+        bar.update(block["srgb"].shape[0] if isinstance(block, dict) else block.shape[0])
+
+
+def output_formats(value: Any) -> list[str]:
+    """The formats a ``format`` key asks for: one name or a list of :data:`OUTPUT_SUFFIXES` keys, in order, once each.
+
+    Raises:
+        ConfigError: naming ``format`` for an unknown or empty value.
+    """
+    listed = OmegaConf.is_list(value) or isinstance(value, list)
+    names = [value] if isinstance(value, str) else list(value) if listed else []
+    require(bool(names), "format", f"one of {list(OUTPUT_SUFFIXES)} or a list of them", value)
+    for name in names:
+        require_choice(name, "format", OUTPUT_SUFFIXES)
+    return list(dict.fromkeys(names))
+
+
+def _write_dng(write, target: Path, height: int, width: int, tags: list, rows: Iterator[np.ndarray]) -> Path:
+    return write(target, rows, height, width, tags)
+
+
+def _write_srgb(write, target: Path, size: tuple, metadata: Any, rows: Iterator[np.ndarray]) -> Path:
+    return write(target, rows, *size, metadata=metadata)
+
+
+def _tap_srgb(preview, items: Iterator[dict]) -> Iterator[dict]:
+    for item in items:
+        preview.add(item["srgb"])
+        yield item
 
 
 def predict_file(
@@ -124,8 +157,11 @@ def predict_file(
     """
     import torch
 
+    from rawsr import __version__
     from rawsr.camera import read_raw
+    from rawsr.camera.dng import write_linear_dng
     from rawsr.inference import prefetch, render_reference, tile_function, tiled_rows, to_uint16
+    from rawsr.inference.outputs import dng_tags, fan_out, output_metadata, split_rows
     from rawsr.writers import Preview, write_image, write_preview, write_rows
 
     image = read_raw(path, adjust_maximum=cfg.adjust_maximum)
@@ -141,17 +177,34 @@ def predict_file(
 
     raw_t = torch.from_numpy(mosaic)[None, None]
     ref_t = torch.from_numpy(ref).permute(2, 0, 1)[None]
-    fn = tile_function(model.net, image.wb, image.ccm, device=device, precision=str(cfg.precision))
-    blocks = tiled_rows(fn, raw_t, ref_t, model.tile, scale, overlap=cfg.overlap, blend=cfg.blend, batch=cfg.tile_batch)
-    produced = prefetch(_inference(to_uint16(b) for b in blocks))
+    formats = output_formats(cfg.format)
+    linear = "dng" in formats
+    if hasattr(model, "tile_function"):  # an exported model (rawsr.inference.onnx_backend)
+        fn = model.tile_function(linear=linear)
+    else:
+        fn = tile_function(model.net, image.wb, image.ccm, device=device, precision=str(cfg.precision), linear=linear)
+    blocks = tiled_rows(
+        fn, raw_t, ref_t, model.tile, scale, cfg.overlap, cfg.blend, cfg.tile_batch, channels=6 if linear else 3
+    )
+    produced = prefetch(_inference(split_rows(to_uint16(b)) for b in blocks))
     preview = Preview(scale * h, scale * w, 3, cfg.preview_max_side) if cfg.preview else None
-    rows = produced if preview is None else preview.tap(produced)
-    target = output_dir / f"{name}{OUTPUT_SUFFIXES[cfg.format]}"
+    rows = produced if preview is None else _tap_srgb(preview, produced)
+    source = model.source if hasattr(model, "source") else cfg.ckpt_path  # an exported model names its .onnx
+    meta = output_metadata(image, scale, source, f"rawsr {__version__}")
+    sinks = []
+    for fmt in formats:
+        target = output_dir / f"{name}{OUTPUT_SUFFIXES[fmt]}"
+        if fmt == "dng":
+            tags = dng_tags(image, meta)
+            sinks.append(("linear", partial(_write_dng, write_linear_dng, target, scale * h, scale * w, tags)))
+        else:
+            size = (scale * h, scale * w, 3, "uint16", cfg.compress_level)
+            sinks.append(("srgb", partial(_write_srgb, write_rows, target, size, meta)))
     with closing(produced), _progress(scale * h, path.name, "row", cfg.progress, leave=False) as bar:
-        out = write_rows(target, _counted(rows, bar), scale * h, scale * w, 3, "uint16", cfg.compress_level)
-    written.insert(0, out)
+        outs = fan_out(_counted(rows, bar), sinks)
+    written[:0] = outs
     if preview is not None:
-        written.append(write_preview(output_dir / f"{name}_preview.jpg", preview.image()))
+        written.append(write_preview(output_dir / f"{name}_preview.jpg", preview.image(), metadata=meta))
     return written
 
 
@@ -160,10 +213,12 @@ def check_config(cfg: DictConfig) -> None:
     from rawsr.camera import check_adjust_maximum
     from rawsr.inference import BLENDS, PRECISIONS
 
-    for key in ("ckpt_path", "input"):
+    exported = cfg.get("model_path") not in (None, "")
+    for key in ("input",) if exported else ("ckpt_path", "input"):
         if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
             raise ConfigError(f"config key '{key}' is not set: give {key}=PATH")
-    require_choice(cfg.format, "format", OUTPUT_SUFFIXES)
+    output_formats(cfg.format)
+    require_choice(cfg.get("backend", "pytorch"), "backend", BACKENDS)
     require_choice(cfg.blend, "blend", BLENDS)
     require_choice(str(cfg.precision), "precision", PRECISIONS)
     require_positive_int(cfg.tile_batch, "tile_batch")
@@ -208,9 +263,11 @@ def predict(cfg: DictConfig) -> PredictReport:
     device = resolve_device(cfg.device, "device")
     inputs = find_inputs(cfg.input)
     stems = output_stems(inputs)
-    ckpt = Path(cfg.ckpt_path)
+    exported = cfg.get("model_path") not in (None, "")
+    ckpt = Path(cfg.model_path if exported else cfg.ckpt_path)
     if not ckpt.is_file():
-        raise ConfigError(f"config key 'ckpt_path': no checkpoint file at {ckpt}")
+        key = "model_path" if exported else "ckpt_path"
+        raise ConfigError(f"config key '{key}': no {'model' if exported else 'checkpoint'} file at {ckpt}")
 
     import torch
     from tqdm.auto import tqdm
@@ -218,12 +275,18 @@ def predict(cfg: DictConfig) -> PredictReport:
     from rawsr.camera import RawReadError
     from rawsr.training import load_checkpoint
 
-    try:
-        model = load_checkpoint(ckpt, map_location="cpu")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    check_tiling(model.tile, cfg.overlap)
-    model.net.to(device).eval()
+    if cfg.get("backend", "pytorch") == "onnxruntime":
+        from rawsr.inference.onnx_backend import load_exported
+
+        model = load_exported(ckpt, "model_path" if exported else "ckpt_path", device)
+        check_tiling(model.tile, cfg.overlap, model.size_multiple)
+    else:
+        try:
+            model = load_checkpoint(ckpt, map_location="cpu")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        check_tiling(model.tile, cfg.overlap)
+        model.net.to(device).eval()
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(

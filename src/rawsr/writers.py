@@ -9,6 +9,10 @@ file is removed and the target is left as it was.
   through ``tifffile`` as zlib-compressed 256x256 tiles.
 - :class:`Preview`: a small 8-bit box-downscaled preview computed from the same row blocks as they pass.
 - :func:`write_image`: the same for an image held in memory.
+- :class:`ImageMetadata`: orientation, camera, capture time and provenance, written by every writer when given:
+  PNG iTXt chunks and an eXIf chunk, TIFF tags, JPEG EXIF (built with Pillow's ``Image.Exif``). Images keep the
+  source's pixel orientation and carry its Orientation tag (streamed rows cannot be rotated without holding the
+  whole image).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +38,83 @@ TIFF_TILE = 256
 IDAT_SIZE = 1 << 20
 SCANLINE_BYTES = 1 << 22
 """About how many bytes of rows the PNG encoder filters and compresses at a time."""
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What an output image says about itself.
+
+    Attributes:
+        orientation: TIFF/EXIF Orientation of the pixels (1 upright, 3 180 degrees, 6 rotate 90 degrees clockwise to
+            view, 8 counter-clockwise).
+        make, model: the camera (``""`` when unknown: not written).
+        datetime: capture time, ``"YYYY:MM:DD HH:MM:SS"`` (``None`` when unknown).
+        description: one line, e.g. how the image was made.
+        software: e.g. ``"rawsr 0.1.0"``.
+        text: further ``keyword: value`` pairs (PNG iTXt chunks; appended to the TIFF/JPEG description).
+    """
+
+    orientation: int = 1
+    make: str = ""
+    model: str = ""
+    datetime: str | None = None
+    description: str = ""
+    software: str = ""
+    text: dict[str, str] = field(default_factory=dict)
+
+    def exif(self) -> bytes:
+        """EXIF as a JPEG APP1 payload (``b"Exif\\0\\0"`` then a TIFF structure): IFD0 Orientation, Make, Model,
+        DateTime, ImageDescription, Software, and the EXIF IFD's DateTimeOriginal."""
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif[274] = int(self.orientation)
+        for code, value in ((271, self.make), (272, self.model), (270, self.full_description()), (305, self.software)):
+            if value:
+                exif[code] = tiff_ascii(value)
+        if self.datetime:
+            exif[306] = self.datetime
+            exif.get_ifd(0x8769)[36867] = self.datetime
+        return exif.tobytes()
+
+    def full_description(self) -> str:
+        """:attr:`description` followed by the :attr:`text` pairs, ``"; "``-separated."""
+        parts = [self.description] if self.description else []
+        return "; ".join(parts + [f"{k}: {v}" for k, v in self.text.items()])
+
+    def png_chunks(self) -> bytes:
+        """The PNG chunks to write before the image data: an eXIf chunk and iTXt (UTF-8) chunks for Software,
+        Description, Source (the camera), Creation Time and each :attr:`text` pair."""
+        chunks = [_png_chunk(b"eXIf", self.exif()[6:])]
+        camera = " ".join(v for v in (self.make, self.model) if v)
+        pairs = {"Software": self.software, "Description": self.description, "Source": camera}
+        pairs["Creation Time"] = self.datetime or ""
+        for key, value in {**pairs, **self.text}.items():
+            if value:
+                chunks.append(_png_itxt(key, value))
+        return b"".join(chunks)
+
+    def tiff_tags(self) -> tuple[dict, list[tuple]]:
+        """``(keyword arguments, extratags)`` for ``tifffile.imwrite``: description, software, datetime; Make,
+        Model, Orientation and DateTimeOriginal as tags."""
+        kwargs = {"description": tiff_ascii(self.full_description()) or None, "software": self.software or None}
+        kwargs["datetime"] = self.datetime
+        tags = [(274, "H", 1, (int(self.orientation),), True)]
+        for code, value in ((271, self.make), (272, self.model), (36867, self.datetime)):
+            if value:
+                tags.append((code, "s", 0, tiff_ascii(value), True))
+        return kwargs, tags
+
+
+def tiff_ascii(text: str) -> str:
+    """``text`` as 7-bit ASCII, which TIFF and EXIF strings must be (other characters as ``\\xNN`` escapes)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _png_itxt(keyword: str, text: str) -> bytes:
+    """An uncompressed iTXt chunk: Latin-1 keyword (1-79 characters), UTF-8 text."""
+    key = keyword.encode("latin-1")[:79]
+    return _png_chunk(b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8"))
 
 
 @contextmanager
@@ -108,11 +190,18 @@ def _png_scanlines(block: np.ndarray) -> bytes:
 
 
 def _write_png(
-    handle, blocks: Iterable[np.ndarray], height: int, width: int, channels: int, dtype: np.dtype, level: int
+    handle,
+    blocks: Iterable[np.ndarray],
+    height: int,
+    width: int,
+    channels: int,
+    dtype: np.dtype,
+    level: int,
+    chunks: bytes = b"",
 ) -> None:
-    """Encode row blocks as a non-interlaced PNG onto a binary file ``handle``."""
+    """Encode row blocks as a non-interlaced PNG onto a binary file ``handle``; ``chunks`` go before the data."""
     header = struct.pack(">IIBBBBB", width, height, 8 * dtype.itemsize, PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    handle.write(PNG_SIGNATURE + _png_chunk(b"IHDR", header))
+    handle.write(PNG_SIGNATURE + _png_chunk(b"IHDR", header) + chunks)
     compressor = zlib.compressobj(level)
     pending: list[bytes] = []
     size = 0
@@ -152,10 +241,17 @@ def _tiff_tiles(blocks: Iterable[np.ndarray], width: int) -> Iterator[np.ndarray
 
 
 def _write_tiff(
-    path: Path, blocks: Iterable[np.ndarray], height: int, width: int, channels: int, dtype: np.dtype
+    path: Path,
+    blocks: Iterable[np.ndarray],
+    height: int,
+    width: int,
+    channels: int,
+    dtype: np.dtype,
+    metadata: ImageMetadata | None = None,
 ) -> None:
     import tifffile
 
+    kwargs, tags = metadata.tiff_tags() if metadata is not None else ({}, [])
     tifffile.imwrite(
         path,
         data=_tiff_tiles(blocks, width),
@@ -166,6 +262,8 @@ def _write_tiff(
         compression="zlib",
         predictor=True,
         metadata=None,
+        extratags=tags,
+        **kwargs,
     )
 
 
@@ -185,6 +283,7 @@ def write_rows(
     channels: int = 3,
     dtype: np.dtype | type = np.uint16,
     compress_level: int = 6,
+    metadata: ImageMetadata | None = None,
 ) -> Path:
     """Write an image streamed as row blocks, atomically.
 
@@ -195,6 +294,7 @@ def write_rows(
         height, width, channels: image shape; channels 1, 2, 3 or 4 for PNG, 1, 3 or 4 for TIFF.
         dtype: ``uint16`` (16-bit) or ``uint8``.
         compress_level: zlib level of the PNG stream (0-9).
+        metadata: written as PNG iTXt/eXIf chunks or TIFF tags (:class:`ImageMetadata`); ``None``: none.
 
     Raises:
         ValueError: naming ``path``, for a bad format, dtype, block shape or row count; the target is then
@@ -212,9 +312,10 @@ def write_rows(
     with atomic_path(path) as tmp:
         if fmt == "png":
             with open(tmp, "wb") as handle:
-                _write_png(handle, rows, height, width, channels, dtype, compress_level)
+                chunks = metadata.png_chunks() if metadata is not None else b""
+                _write_png(handle, rows, height, width, channels, dtype, compress_level, chunks)
         else:
-            _write_tiff(tmp, rows, height, width, channels, dtype)
+            _write_tiff(tmp, rows, height, width, channels, dtype, metadata)
     return path
 
 
@@ -286,8 +387,11 @@ class Preview:
         return self._out[: self._rows_done]
 
 
-def write_preview(path: str | Path, image: np.ndarray, quality: int = 90) -> Path:
-    """Write an 8-bit ``image (H, W, 3)`` as JPEG (``.jpg``/``.jpeg``) or PNG (``.png``), atomically."""
+def write_preview(
+    path: str | Path, image: np.ndarray, quality: int = 90, metadata: ImageMetadata | None = None
+) -> Path:
+    """Write an 8-bit ``image (H, W, 3)`` as JPEG (``.jpg``/``.jpeg``) or PNG (``.png``), atomically, with
+    ``metadata`` as EXIF when given."""
     from PIL import Image
 
     path = Path(path)
@@ -296,6 +400,8 @@ def write_preview(path: str | Path, image: np.ndarray, quality: int = 90) -> Pat
     if suffix not in formats:
         raise ValueError(f"{path}: preview format must be one of {sorted(formats)}, got {suffix!r}")
     options = {"quality": quality} if formats[suffix] == "JPEG" else {}
+    if metadata is not None:
+        options["exif"] = metadata.exif()
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=formats[suffix], **options)
     return path

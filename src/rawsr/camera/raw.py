@@ -27,7 +27,6 @@ silenced while it runs.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from rawsr.camera.metadata import CameraMetadata, read_metadata, tiff_tags
 from rawsr.config import is_number, require
 from rawsr.imaging.colour import XYZ_FROM_SRGB
 
@@ -52,7 +52,6 @@ RAW_EXTENSIONS = frozenset({
 
 BAYER_RED_SITE = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}
 
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _TIFF_CAMERA_TAGS = {"make": 271, "model": 272, "dng_version": 50706, "unique_model": 50708}
 
 
@@ -87,6 +86,8 @@ class RawImage:
         ccm_source: ``"rgb_xyz_matrix"``, ``"color_matrix"`` or ``"identity"``.
         camera: make and model from the file's TIFF tags, ``""`` when the container has none (e.g. CRW):
             LibRaw's own make/model fields are not exposed by rawpy.
+        metadata: orientation, capture EXIF, colour matrices, as-shot neutral, ...
+            (:class:`rawsr.camera.metadata.CameraMetadata`).
     """
 
     path: Path
@@ -101,6 +102,7 @@ class RawImage:
     ccm: np.ndarray
     ccm_source: str
     camera: str = ""
+    metadata: CameraMetadata = field(default_factory=CameraMetadata, repr=False)
 
 
 @contextlib.contextmanager
@@ -118,27 +120,11 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def _tiff_tags(path: Path) -> dict[str, str] | None:
-    """Return the camera-identifying tags of a TIFF container's first IFD, or ``None`` when it is not a TIFF."""
-    with open(path, "rb") as f:
-        if f.read(4) not in _TIFF_MAGICS:
-            return None
-    import tifffile
-
-    tiff_log = logging.getLogger("tifffile")  # tifffile logs every malformed tag it meets
-    level = tiff_log.level
-    tiff_log.setLevel(logging.CRITICAL + 1)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            tags = tif.pages[0].tags
-            return {
-                name: str(tags[code].value).strip("\x00 ") if code in tags else ""
-                for name, code in _TIFF_CAMERA_TAGS.items()
-            }
-    except Exception:  # a container tifffile cannot parse: nothing can be concluded from its tags
+def _camera_tags(tags: dict[int, Any] | None) -> dict[str, str] | None:
+    """The camera-identifying entries of :func:`rawsr.camera.metadata.tiff_tags` by name (``""`` when absent)."""
+    if tags is None:
         return None
-    finally:
-        tiff_log.setLevel(level)
+    return {name: str(tags.get(code, "")).strip("\x00 ") for name, code in _TIFF_CAMERA_TAGS.items()}
 
 
 def _camera_name(tags: dict[str, str] | None) -> str:
@@ -308,7 +294,7 @@ def adjust_saturation(mosaic: np.ndarray, threshold: float) -> float:
     return peak
 
 
-def _decode(raw, path: Path, adjust_maximum: float) -> RawImage:
+def _decode(raw, path: Path, adjust_maximum: float, tags: dict[int, Any] | None = None) -> RawImage:
     """Inspect an open rawpy object and build the :class:`RawImage` (raises on non-Bayer data)."""
     cfa, sites = _bayer_pattern(raw)
     black = np.asarray(raw.black_level_per_channel, dtype=np.float64)
@@ -329,6 +315,7 @@ def _decode(raw, path: Path, adjust_maximum: float) -> RawImage:
     if wb is None:
         wb, wb_source = grey_world_wb(mosaic), "grey_world"
     ccm, ccm_source = _colour_matrix(raw)
+    metadata = read_metadata(raw, tags, wb if wb_source == "camera" else None)
     return RawImage(
         path=path,
         mosaic=mosaic,
@@ -341,6 +328,7 @@ def _decode(raw, path: Path, adjust_maximum: float) -> RawImage:
         wb_source=wb_source,
         ccm=ccm,
         ccm_source=ccm_source,
+        metadata=metadata,
     )
 
 
@@ -370,14 +358,15 @@ def read_raw(path: str | os.PathLike, adjust_maximum: float = 0.75) -> RawImage:
     if not path.is_file():
         raise RawReadError(path, "no such file")
     try:
-        tags = _tiff_tags(path)
+        all_tags = tiff_tags(path)
     except OSError as e:
         raise RawReadError(path, f"cannot be read ({e.strerror or e})") from e
+    tags = _camera_tags(all_tags)
     if is_plain_tiff(tags):
         raise RawReadError(path, "a plain TIFF image (no camera Make/Model or DNGVersion tag), not a camera raw file")
     try:
         with quiet_stderr(), rawpy.imread(str(path)) as raw:
-            image = _decode(raw, path, adjust_maximum)
+            image = _decode(raw, path, adjust_maximum, all_tags)
     except rawpy.LibRawError as e:
         reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise RawReadError(path, f"LibRaw cannot decode it ({type(e).__name__}: {reason})") from e

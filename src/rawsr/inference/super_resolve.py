@@ -33,6 +33,7 @@ def tile_function(
     ccm: torch.Tensor | np.ndarray | None = None,
     device: torch.device | str | None = None,
     precision: str | None = None,
+    linear: bool = False,
 ) -> TileFn:
     """Wrap the network for :mod:`rawsr.inference.tiling`.
 
@@ -43,10 +44,13 @@ def tile_function(
         device: where the network runs; default: the device of its parameters.
         precision: ``None`` runs under whatever autocast the caller set (Lightning's precision in validation);
             ``"32"`` turns autocast off; ``"bf16"`` runs under bfloat16 autocast.
+        linear: also return the network's ``linear`` output (HR camera RGB, before the colour branch), after
+            ``srgb``: one network run gives both, tiled together with ``channels=6``.
 
     Returns:
-        ``fn(raw (N, 1, T, T), ref (N, 3, T, T)) -> srgb (N, 3, sT, sT)`` float32 on ``device``. The tiles may
-        come from any device; ``ref`` is float in [0, 1] or uint8 (divided by 255).
+        ``fn(raw (N, 1, T, T), ref (N, 3, T, T)) -> srgb (N, 3, sT, sT)`` float32 on ``device``, or
+        ``cat([srgb, linear]) (N, 6, sT, sT)`` with ``linear=True``. The tiles may come from any device; ``ref``
+        is float in [0, 1] or uint8 (divided by 255).
     """
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"tile_function: precision must be None or one of {list(PRECISIONS)}, got {precision!r}")
@@ -65,8 +69,10 @@ def tile_function(
         else:
             context = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with context:
-            out = net(raw, ref, wb=wb_n, ccm=ccm_n)["srgb"]
-        return out.float()
+            out = net(raw, ref, wb=wb_n, ccm=ccm_n)
+        if linear:
+            return torch.cat([out["srgb"].float(), out["linear"].float()], dim=1)
+        return out["srgb"].float()
 
     return fn
 

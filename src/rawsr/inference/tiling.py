@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator
 import torch
 
 TileFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``fn(raw (N, 1, T, T), ref (N, 3, T, T)) -> srgb (N, 3, sT, sT)``: the network on a batch of tiles."""
+"""``fn(raw (N, 1, T, T), ref (N, 3, T, T)) -> srgb (N, 3, sT, sT)``: the network on a batch of tiles (or
+``(N, C, sT, sT)`` with ``channels=C``, e.g. sRGB and linear concatenated, ``C = 6``)."""
 
 BLENDS = ("linear", "mean")
 ALIGN = 2
@@ -129,18 +130,26 @@ def _check(raw: torch.Tensor, ref: torch.Tensor, tile: int, scale: int, overlap:
 
 
 def _run_tile_row(
-    fn: TileFn, raw: torch.Tensor, ref: torch.Tensor, y: int, xs: list[int], tile: int, scale: int, batch: int
+    fn: TileFn,
+    raw: torch.Tensor,
+    ref: torch.Tensor,
+    y: int,
+    xs: list[int],
+    tile: int,
+    scale: int,
+    batch: int,
+    channels: int = 3,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Run ``fn`` over the tiles of one tile row at LR row ``y``, ``batch`` tiles per call.
 
-    Yields ``(x_origins, srgb (n, 3, scale*tile, scale*tile))`` per call.
+    Yields ``(x_origins, out (n, channels, scale*tile, scale*tile))`` per call.
     """
     for i in range(0, len(xs), batch):
         chunk = xs[i : i + batch]
         raw_tiles = torch.stack([raw[0, :, y : y + tile, x : x + tile] for x in chunk])
         ref_tiles = torch.stack([ref[0, :, y : y + tile, x : x + tile] for x in chunk])
         out = fn(raw_tiles, ref_tiles)
-        expected = (len(chunk), 3, scale * tile, scale * tile)
+        expected = (len(chunk), channels, scale * tile, scale * tile)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"tiled inference: the tile function must return shape {expected}, got {got}")
@@ -150,34 +159,35 @@ def _run_tile_row(
 class _Accumulator:
     """Weighted sums of high-resolution tiles over a fixed band of output rows ``[top, top + rows)``.
 
-    Holds ``acc (1, 3, rows, width)`` and ``weight (1, 1, rows, width)``, allocated once, on the device and in
+    Holds ``acc (1, C, rows, width)`` and ``weight (1, 1, rows, width)``, allocated once, on the device and in
     (at least float32) dtype of the first tiles added. :meth:`pop` hands out the finished rows at the top and
     moves the rest up, so the band slides down the image without growing.
     """
 
-    def __init__(self, rows: int, width: int, tile: int, ramp: int, blend: str) -> None:
+    def __init__(self, rows: int, width: int, tile: int, ramp: int, blend: str, channels: int = 3) -> None:
         self.rows, self.width, self.tile, self.ramp, self.blend = rows, width, tile, ramp, blend
+        self.channels = channels
         self.top = 0
         self.acc: torch.Tensor | None = None
         self.weight: torch.Tensor | None = None
         self.window: torch.Tensor | None = None
 
     def add(self, tiles: torch.Tensor, y: int, xs: list[int]) -> None:
-        """Add ``tiles (n, 3, T, T)`` whose top-left output pixels are ``(y, x)`` for ``x`` in ``xs``."""
+        """Add ``tiles (n, C, T, T)`` whose top-left output pixels are ``(y, x)`` for ``x`` in ``xs``."""
         t, r = self.tile, y - self.top
         if not 0 <= r <= self.rows - t:
             raise RuntimeError(f"tile at output row {y} falls outside the band [{self.top}, {self.top + self.rows})")
         if self.acc is None:
             dtype = torch.promote_types(tiles.dtype, torch.float32)
             self.window = blend_window(t, self.ramp, self.blend, device=tiles.device, dtype=dtype)
-            self.acc = tiles.new_zeros((1, 3, self.rows, self.width), dtype=dtype)
+            self.acc = tiles.new_zeros((1, self.channels, self.rows, self.width), dtype=dtype)
             self.weight = tiles.new_zeros((1, 1, self.rows, self.width), dtype=dtype)
         for out, x in zip(tiles, xs, strict=True):
             self.acc[0, :, r : r + t, x : x + t] += out * self.window
             self.weight[0, 0, r : r + t, x : x + t] += self.window
 
     def pop(self, bottom: int) -> torch.Tensor:
-        """Remove and return the finished rows ``[top, bottom)``, normalised and clipped: ``(1, 3, n, width)``."""
+        """Remove and return the finished rows ``[top, bottom)``, normalised and clipped: ``(1, C, n, width)``."""
         n = bottom - self.top
         rows = (self.acc[:, :, :n] / self.weight[:, :, :n]).clamp_(0.0, 1.0)
         for buffer in (self.acc, self.weight):
@@ -198,6 +208,7 @@ def _setup(
     blend: str,
     batch: int,
     streaming: bool,
+    channels: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int], _Accumulator]:
     """Validate, pad images smaller than a tile, and lay out the tiles.
 
@@ -213,7 +224,9 @@ def _setup(
     stride = tile - overlap
     ys, xs = tile_starts(h, tile, stride), tile_starts(w, tile, stride)
     rows = scale * (tile if streaming else h)
-    return raw, ref, ys, xs, _Accumulator(rows, scale * w, scale * tile, scale * overlap, blend)
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"tiled inference: channels must be a positive integer, got {channels!r}")
+    return raw, ref, ys, xs, _Accumulator(rows, scale * w, scale * tile, scale * overlap, blend, channels)
 
 
 def tiled_forward(
@@ -225,6 +238,7 @@ def tiled_forward(
     overlap: int | None = None,
     blend: str = "linear",
     batch: int = 4,
+    channels: int = 3,
 ) -> torch.Tensor:
     """Super-resolve a whole image tile by tile, in memory.
 
@@ -240,17 +254,19 @@ def tiled_forward(
             ``tile - overlap`` must be even.
         blend: ``"linear"`` (feathered, seamless) or ``"mean"`` (the paper's count-mask average).
         batch: tiles per call of ``fn``.
+        channels: channels ``fn`` returns (3 for sRGB; 6 for sRGB and linear concatenated); all are merged and
+            clipped alike.
 
     Images smaller than a tile are extended by reflection about their last row/column (which keeps the
     Bayer phase) and the output is cropped back.
 
     Returns:
-        ``(1, 3, scale*H, scale*W)`` in [0, 1].
+        ``(1, channels, scale*H, scale*W)`` in [0, 1].
     """
     h, w = raw.shape[-2:]
-    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, streaming=False)
+    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, False, channels)
     for y in ys:
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch):
+        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
             accumulator.add(out, scale * y, [scale * x for x in chunk])
     return accumulator.pop(scale * raw.shape[-2])[..., : scale * h, : scale * w]
 
@@ -264,19 +280,20 @@ def tiled_rows(
     overlap: int | None = None,
     blend: str = "linear",
     batch: int = 4,
+    channels: int = 3,
 ) -> Iterator[torch.Tensor]:
     """Streaming :func:`tiled_forward`: yield finished output rows from top to bottom.
 
     Arguments as :func:`tiled_forward`. Each tile row is run, then the output rows that no later tile
-    touches are normalised, clipped to [0, 1] and yielded as one block ``(1, 3, n, scale*W)``; the blocks
+    touches are normalised, clipped to [0, 1] and yielded as one block ``(1, channels, n, scale*W)``; the blocks
     concatenate to ``tiled_forward``'s result. Only the band of rows still being written is kept, one tile
     (``scale * tile`` rows) high, so memory grows with the image width, not its area.
     """
     h, w = raw.shape[-2:]
-    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, streaming=True)
+    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, True, channels)
     finished = [scale * y for y in ys[1:]] + [scale * raw.shape[-2]]
     for y, bottom in zip(ys, finished, strict=True):
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch):
+        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
             accumulator.add(out, scale * y, [scale * x for x in chunk])
         top = accumulator.top
         rows = accumulator.pop(bottom)[..., : max(0, scale * h - top), : scale * w]
