@@ -51,7 +51,7 @@ def sidecar(model: Any, ckpt: Path, opset: int) -> dict[str, Any]:
         "format": "rawsr-onnx-1",
         "scale": scale,
         "tile": tile,
-        "size_multiple": int(getattr(model.net, "SIZE_MULTIPLE", 4)),
+        "size_multiple": int(model.net.SIZE_MULTIPLE),
         "inputs": {
             "raw": {"shape": [1, 1, tile, tile], "range": [0.0, 1.0], "what": "RGGB mosaic, black 0, white 1"},
             "ref": {"shape": [1, 3, tile, tile], "range": [0.0, 1.0], "what": "8-bit sRGB reference / 255"},
@@ -129,7 +129,7 @@ def export(cfg: DictConfig) -> list[Path]:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     net = model.net.eval()
-    if net.colour is None or net.input != "raw":
+    if net.color is None or net.input != "raw":
         raise ConfigError(
             f"config key 'ckpt_path': {ckpt} is an ablation (color_branch=false or input=srgb) that needs per-image "
             "white balance and colour matrix or no mosaic; only the full rawSR network (raw and ref in) is exported"
