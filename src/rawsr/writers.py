@@ -154,7 +154,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return Path(path)
 
 
-def _checked(
+def checked_rows(
     blocks: Iterable[np.ndarray], path: Path, height: int, width: int, channels: int, dtype: np.dtype
 ) -> Iterator[np.ndarray]:
     """Pass through row blocks ``(h, width, channels)`` of ``dtype``, checking them and their total height."""
@@ -308,7 +308,7 @@ def write_rows(
         raise ValueError(f"{path}: cannot write {channels} channels as {fmt}")
     if height <= 0 or width <= 0:
         raise ValueError(f"{path}: image size must be positive, got {height}x{width}")
-    rows = _checked(blocks, path, height, width, channels, dtype)
+    rows = checked_rows(blocks, path, height, width, channels, dtype)
     with atomic_path(path) as tmp:
         if fmt == "png":
             with open(tmp, "wb") as handle:

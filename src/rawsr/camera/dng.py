@@ -18,6 +18,7 @@ import numpy as np
 from rawsr.camera.metadata import CameraMetadata
 from rawsr.camera.raw import BAYER_RED_SITE
 from rawsr.imaging.colour import XYZ_FROM_SRGB
+from rawsr.writers import checked_rows
 
 _CFA_CODES = {"R": 0, "G": 1, "B": 2}
 _D65 = 21
@@ -221,20 +222,6 @@ def _tiles(blocks: Iterable[np.ndarray], width: int, tile: int) -> Iterator[np.n
         yield from band_tiles(np.concatenate(buffered))
 
 
-def _checked_rows(blocks: Iterable[np.ndarray], path: Path, height: int, width: int) -> Iterator[np.ndarray]:
-    done = 0
-    for block in blocks:
-        if not isinstance(block, np.ndarray) or block.dtype != np.uint16 or block.shape[1:] != (width, 3):
-            got = (block.dtype, block.shape) if isinstance(block, np.ndarray) else type(block).__name__
-            raise ValueError(f"{path}: linear DNG row blocks must be uint16 arrays of shape (h, {width}, 3), got {got}")
-        done += block.shape[0]
-        if done > height:
-            raise ValueError(f"{path}: received more than the {height} rows announced")
-        yield block
-    if done != height:
-        raise ValueError(f"{path}: received {done} rows, expected {height}")
-
-
 def write_linear_dng(
     path: str | os.PathLike, blocks: Iterable[np.ndarray], height: int, width: int, tags: list[tuple]
 ) -> Path:
@@ -263,7 +250,7 @@ def write_linear_dng(
     tags = [tag for tag in tags if tag[0] not in own]
     if height <= 0 or width <= 0:
         raise ValueError(f"{path}: image size must be positive, got {height}x{width}")
-    rows = _checked_rows(blocks, path, height, width)
+    rows = checked_rows(blocks, path, height, width, 3, np.dtype(np.uint16))
     with atomic_path(path) as tmp:
         tifffile.imwrite(
             tmp,
