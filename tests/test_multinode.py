@@ -1,0 +1,111 @@
+"""Two DDP "nodes" on one machine: two ``torchrun`` processes (one per node, one process each) joined over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_scale import QUICK
+
+from rawsr.cli import holds_only_a_start
+
+TESTS = Path(__file__).resolve().parent
+RUN = Path("logs/train/runs/mn")
+TWO_NODES = (
+    "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+    "trainer.strategy.process_group_backend=gloo", "run_name=mn", "callbacks.progress_bar=null",
+)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nodes(cwd: Path, port: int, log_dirs: tuple[str, str], *args: str) -> list[subprocess.Popen]:
+    """Start node 0 and node 1 (each ``torchrun`` in its own session, output in ``cwd/node<R>.txt``)."""
+    procs = []
+    for rank, log_dir in enumerate(log_dirs):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update(OMP_NUM_THREADS="1", RAWSR_LOG_DIR=log_dir, WANDB_MODE="offline")
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+            "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}",
+            "-m", "rawsr.train", *QUICK, *TWO_NODES, *args,
+        ]  # fmt: skip
+        out = open(cwd / f"node{rank}.txt", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(
+            subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+        out.close()
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    """Wait for every node; kill the sessions of those still running after ``timeout`` seconds (all of them)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def output(cwd: Path, rank: int) -> str:
+    return (cwd / f"node{rank}.txt").read_text()
+
+
+def probe(folder: Path) -> tuple[str, ...]:
+    return (f"+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.folder={folder}")
+
+
+def assert_same_weights(folder: Path) -> None:
+    rank0, rank1 = (torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+
+@pytest.mark.slow
+def test_two_nodes_train_alike_score_each_image_once_and_resume(tmp_path):
+    # Node-local disks for the first start: node 1's run folder must hold only what Hydra writes at a start.
+    args = ("data.train.samples_per_epoch=16", "trainer.max_epochs=1", "logger=[csv,wandb]")
+    procs = start_nodes(tmp_path, free_port(), ("node0", "node1"), *args, *probe(tmp_path / "first"))
+    codes = finish(procs, timeout=240)
+    assert codes == [0, 0], output(tmp_path, 0)[-3000:] + output(tmp_path, 1)[-3000:]
+    assert "MEMBER: 2/2" in output(tmp_path, 1)
+
+    assert_same_weights(tmp_path / "first")
+    records = [json.loads((tmp_path / "first" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["global_step"] for r in records] == [2, 2] and records[0]["world_size"] == 2
+    (scored0,), (scored1,) = (r["validations"] for r in records)  # one validation
+    assert sorted(scored0 + scored1) == list(range(records[0]["val_images"]))  # each image once, on one rank
+    assert scored0 and scored1
+
+    run0, run1 = tmp_path / "node0" / RUN.relative_to("logs"), tmp_path / "node1" / RUN.relative_to("logs")
+    assert (run0 / "checkpoints" / "last.ckpt").is_file() and (run0 / "csv" / "metrics.csv").is_file()
+    assert (run0 / "wandb-run-id").is_file() and any((run0 / "wandb").glob("offline-run-*"))
+    assert holds_only_a_start(run1), sorted(str(p.relative_to(run1)) for p in run1.rglob("*"))
+
+    # A shared file system for the restart: both nodes continue from node 0's last checkpoint.
+    args = ("data.train.samples_per_epoch=16", "trainer.max_epochs=2", "resume=true")
+    procs = start_nodes(tmp_path, free_port(), ("node0", "node0"), *args, *probe(tmp_path / "resumed"))
+    codes = finish(procs, timeout=240)
+    assert codes == [0, 0], output(tmp_path, 0)[-3000:] + output(tmp_path, 1)[-3000:]
+    for rank in (0, 1):
+        assert "resuming run 'mn' from" in output(tmp_path, rank) and "(global step 2, epoch 0)" in output(tmp_path, rank)
+    assert_same_weights(tmp_path / "resumed")
+    records = [json.loads((tmp_path / "resumed" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["global_step"] for r in records] == [4, 4]
+    assert torch.load(run0 / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
