@@ -68,7 +68,7 @@ def output(cwd: Path, rank: int) -> str:
 
 
 def probe(folder: Path) -> tuple[str, ...]:
-    return (f"+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.folder={folder}")
+    return ("+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.folder={folder}")
 
 
 def assert_same_weights(folder: Path) -> None:
@@ -104,8 +104,53 @@ def test_two_nodes_train_alike_score_each_image_once_and_resume(tmp_path):
     codes = finish(procs, timeout=240)
     assert codes == [0, 0], output(tmp_path, 0)[-3000:] + output(tmp_path, 1)[-3000:]
     for rank in (0, 1):
-        assert "resuming run 'mn' from" in output(tmp_path, rank) and "(global step 2, epoch 0)" in output(tmp_path, rank)
+        assert "resuming run 'mn' from" in output(tmp_path, rank) and "(global step 2, epoch 1)" in output(
+            tmp_path, rank
+        )
     assert_same_weights(tmp_path / "resumed")
     records = [json.loads((tmp_path / "resumed" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["global_step"] for r in records] == [4, 4]
     assert torch.load(run0 / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def wait_for_training(cwd: Path, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Wait until both nodes joined the process group and rank 0 started its training loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "MEMBER: 2/2" in output(cwd, 1) and "All distributed processes registered" in output(cwd, 0):
+            time.sleep(4)  # into the training steps
+            return
+        assert all(proc.poll() is None for proc in procs), output(cwd, 0)[-2000:] + output(cwd, 1)[-2000:]
+        time.sleep(0.5)
+    raise AssertionError("the nodes did not start training:\n" + output(cwd, 0)[-2000:] + output(cwd, 1)[-2000:])
+
+
+def seconds_until_node0_exits(cwd: Path, procs: list[subprocess.Popen], signum: int, limit: float) -> float:
+    """Send ``signum`` to node 1's whole session (torchrun and its worker) mid-training; return how long node 0
+    took to exit (it must fail: non-zero)."""
+    try:
+        wait_for_training(cwd, procs)
+        os.killpg(procs[1].pid, signum)
+        start = time.monotonic()
+        code = procs[0].wait(timeout=limit)
+        assert code != 0, output(cwd, 0)[-2000:]
+        return time.monotonic() - start
+    finally:
+        finish(procs, timeout=1)
+
+
+LONG = ("data.train.samples_per_epoch=4000", "trainer.max_epochs=1", "logger=csv")
+
+
+@pytest.mark.slow
+def test_a_killed_node_stops_the_other_at_once(tmp_path):
+    procs = start_nodes(tmp_path, free_port(), ("logs", "logs"), *LONG)
+    seconds = seconds_until_node0_exits(tmp_path, procs, signal.SIGKILL, limit=120)
+    assert seconds < 30, seconds  # gloo fails the next collective when the peer's sockets close
+
+
+@pytest.mark.slow
+def test_a_hung_node_stops_the_other_after_the_process_group_timeout(tmp_path):
+    procs = start_nodes(tmp_path, free_port(), ("logs", "logs"), *LONG, "trainer.strategy.timeout_s=15")
+    seconds = seconds_until_node0_exits(tmp_path, procs, signal.SIGSTOP, limit=120)
+    assert 10 < seconds < 60, seconds
