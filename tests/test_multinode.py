@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,16 +52,43 @@ def start_nodes(cwd: Path, port: int, log_dirs: tuple[str, str], *args: str) -> 
     return procs
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (torchrun starts each worker in a session of its own)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def signal_node(proc: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to a node: its torchrun and every process below it."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def kill_nodes(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        signal_node(proc, signal.SIGKILL)
+        proc.wait()
+
+
 def finish(procs: list[subprocess.Popen], timeout: float) -> list[int]:
-    """Wait for every node; kill the sessions of those still running after ``timeout`` seconds (all of them)."""
+    """Wait for every node; kill those still running after ``timeout`` seconds (all of them), with their workers."""
     deadline = time.monotonic() + timeout
     try:
         return [proc.wait(timeout=max(1.0, deadline - time.monotonic())) for proc in procs]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        kill_nodes(procs)
 
 
 def output(cwd: Path, rank: int) -> str:
@@ -126,17 +154,17 @@ def wait_for_training(cwd: Path, procs: list[subprocess.Popen], timeout: float =
 
 
 def seconds_until_node0_exits(cwd: Path, procs: list[subprocess.Popen], signum: int, limit: float) -> float:
-    """Send ``signum`` to node 1's whole session (torchrun and its worker) mid-training; return how long node 0
-    took to exit (it must fail: non-zero)."""
+    """Send ``signum`` to node 1 (torchrun and its worker) mid-training; return how long node 0 took to exit (it
+    must fail: non-zero)."""
     try:
         wait_for_training(cwd, procs)
-        os.killpg(procs[1].pid, signum)
+        signal_node(procs[1], signum)
         start = time.monotonic()
         code = procs[0].wait(timeout=limit)
         assert code != 0, output(cwd, 0)[-2000:]
         return time.monotonic() - start
     finally:
-        finish(procs, timeout=1)
+        kill_nodes(procs)
 
 
 LONG = ("data.train.samples_per_epoch=4000", "trainer.max_epochs=1", "logger=csv")
@@ -146,6 +174,7 @@ LONG = ("data.train.samples_per_epoch=4000", "trainer.max_epochs=1", "logger=csv
 def test_a_killed_node_stops_the_other_at_once(tmp_path):
     procs = start_nodes(tmp_path, free_port(), ("logs", "logs"), *LONG)
     seconds = seconds_until_node0_exits(tmp_path, procs, signal.SIGKILL, limit=120)
+    print(f"node 0 exited {seconds:.1f} s after node 1 was killed")
     assert seconds < 30, seconds  # gloo fails the next collective when the peer's sockets close
 
 
@@ -153,4 +182,5 @@ def test_a_killed_node_stops_the_other_at_once(tmp_path):
 def test_a_hung_node_stops_the_other_after_the_process_group_timeout(tmp_path):
     procs = start_nodes(tmp_path, free_port(), ("logs", "logs"), *LONG, "trainer.strategy.timeout_s=15")
     seconds = seconds_until_node0_exits(tmp_path, procs, signal.SIGSTOP, limit=120)
+    print(f"node 0 exited {seconds:.1f} s after node 1 stopped (timeout_s=15)")
     assert 10 < seconds < 60, seconds
