@@ -26,6 +26,7 @@ def _owner(name: str) -> object:
     from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
     from lightning.pytorch.strategies import DDPStrategy
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 
     owners = {
         "_SubprocessScriptLauncher": lambda: _SubprocessScriptLauncher,
@@ -35,6 +36,8 @@ def _owner(name: str) -> object:
         "Trainer().fit_loop": lambda: (
             Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False).fit_loop
         ),
+        "Trainer()": lambda: Trainer(accelerator="cpu", logger=False, enable_checkpointing=False),
+        "_SignalConnector": lambda: _SignalConnector,
         "LightningModule": lambda: LightningModule,
         "_PrefetchDataFetcher()": lambda: _PrefetchDataFetcher(),
         "CSVLogger()": lambda: CSVLogger("unused-csv-logger-folder"),

@@ -7,6 +7,7 @@ With no overrides it trains a narrow network on the embedded demo data on CPU in
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def save_final_checkpoint(trainer: Any) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
-    folder, checkpoint = resolve_checkpoint(cfg)
+    folder, checkpoint = slurm_requeue(cfg) or resolve_checkpoint(cfg)
     move_run(cfg, folder)
     check_duration(cfg.trainer)  # the checks of the config alone fail in one line, before the run is announced
     check_scales(cfg)
@@ -254,6 +255,7 @@ def train(cfg: DictConfig) -> float | None:
     failed = True
     try:  # each job of a sweep ends its W&B run and its process group, whatever happens
         trainer.callbacks.append(RunConfigLogger(cfg))
+        record_slurm_job(Path(cfg.paths.output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -275,6 +277,70 @@ def train(cfg: DictConfig) -> float | None:
         summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
         log.info("final validation: %s", summary or "none")
     return metrics.get(cfg.optimized_metric)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# SLURM: a requeued job continues its run by itself
+
+
+#: Checkpoints Lightning writes in the run folder on SLURM's early warning (SIGUSR1) before it requeues the job.
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"
+#: File in the run folder that names the SLURM job that trains it: a start of the same job there is a requeue.
+SLURM_JOB_FILE = "slurm-job-id"
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job of this process (``<array job>_<task>`` for an array task), or ``None`` when it is not a SLURM
+    task (Lightning's rule: ``SLURM_NTASKS`` set and a job name other than ``bash`` or ``interactive``)."""
+    env = os.environ
+    if "SLURM_NTASKS" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return env.get("SLURM_JOB_ID")
+
+
+def slurm_run_folder(cfg: DictConfig, job: str) -> Path:
+    """The run folder of SLURM job ``job``: ``runs/slurm-<job>`` for a single run whose ``run_name`` is the default
+    timestamp (a requeued job starts at another time), else the folder Hydra made (stable names, sweep jobs)."""
+    here = Path(cfg.paths.output_dir)
+    timestamped = "${now:" in str(OmegaConf.to_container(cfg, resolve=False).get("run_name", ""))
+    if not timestamped or run_name_given() or here.parent.name != "runs":
+        return here
+    return here.parent / f"slurm-{job}"
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The furthest (global step, then time written) of the run folder's ``hpc_ckpt_*.ckpt`` and
+    ``checkpoints/last.ckpt``, or ``None``."""
+    found = [p for p in (*folder.glob(HPC_CHECKPOINTS), folder / LAST_CHECKPOINT) if p.is_file()]
+    return max(found, key=lambda p: (checkpoint_position(p), p.stat().st_mtime), default=None)
+
+
+def slurm_requeue(cfg: DictConfig) -> tuple[Path, Path | None] | None:
+    """Under SLURM, move the run into its job's folder (:func:`slurm_run_folder`); when this start is a requeue of
+    the job (``SLURM_RESTART_COUNT`` > 0, or the folder was trained by the same job), return ``(folder, its newest
+    checkpoint)`` to continue from, whatever ``resume`` says. ``None`` otherwise: the start is resolved as usual."""
+    job = slurm_job_id()
+    if job is None:
+        return None
+    folder = slurm_run_folder(cfg, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    move_run(cfg, folder)
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    job_file = folder / SLURM_JOB_FILE
+    same_job = job_file.is_file() and job_file.read_text().strip() == job
+    if not (same_job or (restarts.isdigit() and int(restarts) > 0)):
+        return None
+    log.info("SLURM job %s restarted: continuing its run from its newest checkpoint", job)
+    return folder, newest_checkpoint(folder)
+
+
+def record_slurm_job(folder: Path) -> None:
+    """Write the SLURM job's id into the run folder (first task only), so that a requeue finds its run."""
+    job = slurm_job_id()
+    if job is not None and os.environ.get("SLURM_PROCID", "0") == "0":
+        (folder / SLURM_JOB_FILE).write_text(job + "\n")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

@@ -9,12 +9,14 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DistributedSampler
 
+from rawsr.config import ConfigError
 from rawsr.training.lightning_api import ScriptLauncher, ScriptLauncherDDPStrategy, rebuild_dataloader
 
 #: Command-line options that say where the configs are; the worker processes need them too.
@@ -129,12 +131,22 @@ class HydraDDPStrategy(ScriptLauncherDDPStrategy):
     Args:
         pinned: overrides passed to the worker processes, resolved in the launching process (e.g. ``run_name``).
         unrepeated_eval: use the non-repeating sampler for validation and test.
+        timeout_s: seconds a collective (and the start of the process group) waits for the other ranks before it
+            fails: what bounds a run whose peer hangs without dying (a dead peer fails the collectives at once).
         **kwargs: :class:`lightning.pytorch.strategies.DDPStrategy` arguments (``process_group_backend``,
             ``find_unused_parameters``, ...).
     """
 
-    def __init__(self, pinned: Mapping[str, Any] | None = None, unrepeated_eval: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        pinned: Mapping[str, Any] | None = None,
+        unrepeated_eval: bool = True,
+        timeout_s: float = 1800.0,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+            raise ConfigError(f"config key 'trainer.strategy.timeout_s': expected a positive number, got {timeout_s!r}")
+        super().__init__(timeout=timedelta(seconds=timeout_s), **kwargs)
         self.pinned = {str(k): v for k, v in (pinned or {}).items()}
         self.unrepeated_eval = unrepeated_eval
 

@@ -2,7 +2,8 @@
 
 Lightning offers no public hook for three things rawsr needs: starting the worker processes of a DDP run with another
 command (:mod:`rawsr.training.ddp`), replaying the finished part of an epoch's data stream on a mid-epoch resume
-(:mod:`rawsr.training.resume`) and rebuilding a data loader with another sampler. Each function or class below says
+(:mod:`rawsr.training.resume`), rebuilding a data loader with another sampler, and taking SLURM's requeue
+signal at a step boundary (:mod:`rawsr.training.slurm`). Each function or class below says
 which private name it reaches and why. ``tests/test_lightning_api.py`` checks that the installed Lightning still has
 every one of them (:data:`PRIVATE_API`), and that no other module of rawsr uses a private name of Lightning.
 """
@@ -155,14 +156,24 @@ def started_experiment(logger: Any) -> Any:
     return logger._experiment
 
 
-# -- what the tests check ----------------------------------------------------------------------------------------------
+# -- SLURM -------------------------------------------------------------------------------------------------------------
 
-# -- warnings raised inside Lightning's private modules --------------------------------------------------------------
+
+def slurm_requeue_now(trainer: L.Trainer, signum: int) -> None:
+    """Do now what Lightning's SLURM handler of ``signum`` (SIGUSR1) does when the signal arrives: finalise the
+    loggers, write ``hpc_ckpt_N.ckpt`` in the trainer's root folder and, on rank 0, ``scontrol requeue`` the job
+    (``trainer._signal_connector._slurm_sigusr_handler_fn``; Lightning offers no public way to call it later)."""
+    trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)
+
+
+# -- warnings raised inside Lightning's private modules ---------------------------------------------------------------
 
 PYTREE_MODULE = r"lightning\.pytorch\.utilities\._pytree"
 """The private module whose tree-spec check warns on every batch transfer under torch 2.13 (a ``module=`` pattern
 for :func:`warnings.filterwarnings`, see :func:`rawsr.training.console.single_console`)."""
 
+
+# -- what the tests check ----------------------------------------------------------------------------------------------
 
 PRIVATE_API: tuple[tuple[str, str, str], ...] = (
     ("ScriptLauncher", "lightning.pytorch.strategies.launchers.subprocess_script", "_SubprocessScriptLauncher"),
@@ -183,6 +194,8 @@ PRIVATE_API: tuple[tuple[str, str, str], ...] = (
     ("uncount_fetched", "_PrefetchDataFetcher()", "fetched"),
     ("started_experiment", "CSVLogger()", "_experiment"),
     ("PYTREE_MODULE", "lightning.pytorch.utilities", "_pytree"),
+    ("slurm_requeue_now", "Trainer()", "_signal_connector"),
+    ("slurm_requeue_now", "_SignalConnector", "_slurm_sigusr_handler_fn"),
 )
 """``(adapter, owner, attribute)``: each private name of Lightning an adapter above relies on, and where it lives
 (a module path, a class, or ``Class()`` for an attribute that instances get in ``__init__``)."""

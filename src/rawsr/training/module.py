@@ -9,6 +9,7 @@ import hydra.utils
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection
@@ -18,6 +19,7 @@ from rawsr.config import ConfigError, require, require_choice
 from rawsr.inference import BLENDS, super_resolve
 from rawsr.model import RawSRNet
 from rawsr.training.legacy import upgrade_checkpoint
+from rawsr.training.schedule import LR_SCALINGS, lr_factor
 
 
 def _plain(value: Any) -> Any:
@@ -88,6 +90,11 @@ class RawSRModule(L.LightningModule):
         degradation: the simulation the training data went through (the composed ``degradation`` config), kept
             in the hyper-parameters as a record for ``rawsr.evaluate``; the module does not use it. ``None`` when
             no simulation was composed, and in checkpoints of release 0.1.0.
+        lr_scaling: ``none``, ``linear`` or ``sqrt``: the optimiser's ``lr`` times the global batch (the data
+            module's ``batch_size`` times the processes) over ``lr_reference_batch``, or its square root
+            (:func:`~rawsr.training.schedule.lr_factor`); applied when the optimiser is built, and logged.
+        lr_reference_batch: the global batch the configured ``lr`` was tuned for (``None``: the data module's own
+            ``batch_size``, so that only the number of processes scales the rate).
     """
 
     def __init__(
@@ -99,6 +106,8 @@ class RawSRModule(L.LightningModule):
         linear_loss_weight: float = 0.0,
         val_blend: str = "mean",
         degradation: Mapping[str, Any] | None = None,
+        lr_scaling: str = "none",
+        lr_reference_batch: int | None = None,
     ) -> None:
         super().__init__()
         net, optimizer, scheduler, degradation = _plain(net), _plain(optimizer), _plain(scheduler), _plain(degradation)
@@ -106,6 +115,7 @@ class RawSRModule(L.LightningModule):
             optimizer = {"_target_": "torch.optim.Adam", "lr": 2e-4}
         require(linear_loss_weight >= 0, "model.linear_loss_weight", "a weight >= 0", linear_loss_weight)
         require_choice(val_blend, "model.val_blend", BLENDS)
+        require_choice(lr_scaling, "model.lr_scaling", LR_SCALINGS)
         self.save_hyperparameters(
             {
                 "net": net,
@@ -115,6 +125,8 @@ class RawSRModule(L.LightningModule):
                 "linear_loss_weight": linear_loss_weight,
                 "val_blend": val_blend,
                 "degradation": degradation,
+                "lr_scaling": lr_scaling,
+                "lr_reference_batch": lr_reference_batch,
             }
         )
         self.net = build_network(net)
@@ -202,8 +214,30 @@ class RawSRModule(L.LightningModule):
         (:func:`rawsr.training.legacy.upgrade_checkpoint`) before Lightning loads its state dict."""
         upgrade_checkpoint(checkpoint)
 
+    def effective_lr(self) -> float | None:
+        """The optimiser's configured ``lr`` scaled for this run's global batch (``model.lr_scaling``), logged once
+        with the global batch; ``None`` when the optimiser config gives no ``lr`` (its own default, unscaled)."""
+        scaling, lr = self.hparams.lr_scaling, self.hparams.optimizer.get("lr")
+        per_process = getattr(self.trainer.datamodule, "batch_size", None)
+        if scaling != "none" and (lr is None or per_process is None):
+            raise ConfigError(
+                f"config key 'model.lr_scaling': {scaling} needs model.optimizer.lr and a data module with batch_size"
+            )
+        if lr is None or per_process is None:
+            return lr
+        processes = self.trainer.world_size
+        reference = self.hparams.lr_reference_batch or per_process
+        scaled = float(lr) * lr_factor(scaling, per_process * processes, reference)
+        rank_zero_info(
+            f"learning rate {scaled:.4g} (model.lr_scaling={scaling}: configured {float(lr):.4g}, global batch "
+            f"{per_process * processes} = {per_process} x {processes} process(es), reference batch {reference})"
+        )
+        return scaled
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        lr = self.effective_lr()
+        optimizer_config = {**self.hparams.optimizer, **({} if lr is None else {"lr": lr})}
+        optimizer = hydra.utils.instantiate(optimizer_config, params=self.parameters())
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer)

@@ -75,6 +75,12 @@ def _gather_states(trainer: L.Trainer, states: Mapping[str, torch.Tensor]) -> di
     return {key: trainer.strategy.all_gather(value.to(device)).cpu() for key, value in states.items()}
 
 
+def _rank_states(stacked: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s entries of states stacked by :func:`_gather_states`, each a copy with its own storage:
+    ``torch.set_rng_state`` crashes the process (torch 2.13) on a row view, whose storage starts at another row."""
+    return {key: value[rank].clone() for key, value in stacked.items()}
+
+
 def _seed_all(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) without touching ``PL_GLOBAL_SEED``."""
     random.seed(seed)
@@ -162,9 +168,9 @@ class ReproducibleResume(Callback):
             )
             return
         rank = trainer.global_rank
-        self._loaded = {"current": {key: value[rank] for key, value in states["current"].items()}}
+        self._loaded = {"current": _rank_states(states["current"], rank)}
         if "epoch_start" in states:
-            self._loaded["epoch_start"] = {key: value[rank] for key, value in states["epoch_start"].items()}
+            self._loaded["epoch_start"] = _rank_states(states["epoch_start"], rank)
             self._loaded["epoch"] = int(states["epoch"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
