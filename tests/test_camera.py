@@ -1,9 +1,13 @@
-"""rawsr.camera: DNG round trips in every Bayer layout and bit depth, real camera files, and every refusal."""
+"""rawsr.camera: DNG round trips in every Bayer layout and bit depth, real camera files, every refusal, and the
+camera metadata against independent reads of the files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import rawpy
 import tifffile
 
 from rawsr.camera import RawReadError, read_raw, write_dng
+from rawsr.camera.metadata import FLIP_TO_ORIENTATION, CameraMetadata
 from rawsr.camera.raw import quiet_stderr
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw-samples"
@@ -271,3 +276,342 @@ def test_write_dng_refuses_bad_input(tmp_path):
         write_dng(tmp_path / "a.dng", good, black_level=70000)
     with pytest.raises(ValueError, match="ccm"):
         write_dng(tmp_path / "a.dng", good, ccm=np.zeros((3, 3)))
+
+
+# --- RawImage.metadata against independent reads of the files --------------------------------------------------
+
+DNG_550D = "bayer-extra/canon_eos_550d_colorchart.dng"
+# LibRaw sets flip = "50132467"[Orientation & 7] from a TIFF/EXIF Orientation (its documented meaning of flip:
+# 0 upright, 3 rotated 180 degrees, 5 rotated 90 degrees counter-clockwise, 6 rotated 90 degrees clockwise).
+LIBRAW_FLIP_OF_ORIENTATION = {o: int("50132467"[o & 7]) for o in range(1, 9)}
+# TIFF/EXIF Orientation: how the stored image is turned into the displayed one.
+EXIF_DISPLAY = {
+    1: lambda a: a,
+    2: np.fliplr,
+    3: lambda a: np.rot90(a, 2),
+    4: np.flipud,
+    5: np.transpose,
+    6: lambda a: np.rot90(a, -1),  # 90 degrees clockwise
+    7: lambda a: np.rot90(a, 2).T,  # transverse
+    8: lambda a: np.rot90(a, 1),  # 90 degrees counter-clockwise
+}
+
+
+def raw_sample(root: Path, name: str) -> Path:
+    path = root / name
+    if not path.is_file():
+        pytest.skip(f"real raw sample {path} not found")
+    return path
+
+
+def as_float(value) -> float | None:
+    """A tag value read by tifffile as a float: a RATIONAL ``(num, den)`` divided (None for a zero denominator),
+    the first entry of an integer array, or the number itself."""
+    if isinstance(value, tuple) and len(value) == 2 and not isinstance(value[0], tuple):
+        return value[0] / value[1] if value[1] else None
+    if isinstance(value, tuple):
+        value = value[0]
+    return float(value)
+
+
+def positive(value) -> float | None:
+    number = as_float(value) if value is not None else None
+    return number if number is not None and number > 0 else None
+
+
+def rational_array(value, shape) -> np.ndarray | None:
+    if value is None:
+        return None
+    pairs = np.asarray(value, dtype=np.float64).reshape(-1, 2)
+    return (pairs[:, 0] / pairs[:, 1]).reshape(shape)
+
+
+def expected_from_tiff(path: Path) -> dict:
+    """The metadata fields as tifffile reads the file's IFD0 and EXIF IFD (EXIF IFD first, IFD0 TIFF/EP style)."""
+    with tifffile.TiffFile(path) as tif:
+        tags = {tag.code: tag.value for tag in tif.pages[0].tags.values()}
+    exif = tags.get(34665, {})
+
+    def capture(name, code):
+        return exif.get(name, tags.get(code))
+
+    stamp = capture("DateTimeOriginal", 36867)
+    iso = capture("ISOSpeedRatings", 34855)  # SHORTs, possibly several: the first counts
+    illuminants = [tags.get(code) for code in (50778, 50779)]
+    baseline = tags.get(50730)
+    return {
+        "make": tags.get(271, ""),
+        "model": tags.get(272, ""),
+        "unique_model": tags.get(50708, ""),
+        "exif_orientation": int(tags.get(274, 1)),
+        "exposure_time": positive(capture("ExposureTime", 33434)),
+        "f_number": positive(capture("FNumber", 33437)),
+        "iso": positive(iso[0] if isinstance(iso, tuple) else iso),
+        "focal_length": positive(capture("FocalLength", 37386)),
+        "datetime": stamp.strip("\x00 ") or None if stamp is not None else None,
+        "color_matrix1": rational_array(tags.get(50721), (3, 3)),
+        "color_matrix2": rational_array(tags.get(50722), (3, 3)),
+        "illuminant1": None if illuminants[0] is None else int(illuminants[0]),
+        "illuminant2": None if illuminants[1] is None else int(illuminants[1]),
+        "as_shot_neutral": rational_array(tags.get(50728), (3,)),
+        "baseline_exposure": None if baseline is None else as_float(baseline),
+    }
+
+
+def assert_metadata(meta, expected: dict) -> None:
+    for key, value in expected.items():
+        got = getattr(meta, key)
+        if isinstance(value, np.ndarray):
+            assert got is not None, key
+            np.testing.assert_allclose(got, value, rtol=0, atol=1e-9, err_msg=key)
+        elif isinstance(value, float):
+            assert got == pytest.approx(value, rel=1e-9), key
+        else:
+            assert got == value, key
+
+
+def test_550d_dng_metadata_matches_its_tiff_tags(raw_samples):
+    path = raw_sample(raw_samples, DNG_550D)
+    expected = expected_from_tiff(path)
+    meta = read_raw(path).metadata
+    assert_metadata(meta, expected)
+    with rawpy.imread(str(path)) as raw:
+        assert meta.flip == raw.sizes.flip == 0
+    # What this file holds (Magic Lantern writes zeros for the EXIF it does not know, and BaselineExposure 0/0).
+    assert (meta.make, meta.model, meta.unique_model, meta.exif_orientation) == (
+        "Canon",
+        "Canon EOS Kiss X4",
+        "Canon EOS Kiss X4",
+        1,
+    )
+    assert meta.color_matrix1[0, 0] == pytest.approx(0.6461) and meta.color_matrix1[2, 2] == pytest.approx(0.6039)
+    np.testing.assert_allclose(meta.as_shot_neutral, [1.0, 2.477, 1.462])
+    assert [meta.exposure_time, meta.f_number, meta.iso, meta.focal_length, meta.datetime] == [None] * 5
+    assert [meta.color_matrix2, meta.illuminant1, meta.illuminant2, meta.baseline_exposure] == [None] * 4
+
+
+def patch_exif_ifd(path: Path, values: dict[int, object]) -> None:
+    """Overwrite entries of a little-endian TIFF's EXIF IFD in place: RATIONALs as ``(num, den)``, an inline
+    SHORT as an int, an ASCII as a string that fits the entry's count."""
+    import struct
+
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages[0].tags[34665].offset
+    data = bytearray(path.read_bytes())
+    assert data[:2] == b"II"
+    ifd = struct.unpack_from("<HHII", data, entry)[3]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * i
+        code, kind, count, value = struct.unpack_from("<HHII", data, at)
+        if code not in values:
+            continue
+        new = values[code]
+        if kind == 5:  # RATIONAL
+            struct.pack_into("<II", data, value, *new)
+        elif kind == 3:  # SHORT, inline
+            struct.pack_into("<H", data, at + 8, new)
+        elif kind == 2:  # ASCII
+            text = new.encode("ascii") + b"\x00"
+            assert len(text) <= count
+            data[value : value + count] = text.ljust(count, b"\x00")
+    path.write_bytes(bytes(data))
+
+
+def test_exif_ifd_values_are_read(raw_samples, tmp_path):
+    """The 550D file with real values put into its EXIF IFD: each read as tifffile reads it."""
+    path = tmp_path / "550d.dng"
+    path.write_bytes(raw_sample(raw_samples, DNG_550D).read_bytes())
+    patch_exif_ifd(path, {33434: (1, 60), 33437: (56, 10), 34855: 800, 37386: (50, 1), 36867: "2010:05:06 07:08:09"})
+    expected = expected_from_tiff(path)
+    assert expected["exposure_time"] == pytest.approx(1 / 60) and expected["iso"] == 800
+    meta = read_raw(path).metadata
+    assert_metadata(meta, expected)
+    assert (meta.exposure_time, meta.f_number, meta.iso, meta.focal_length) == pytest.approx((1 / 60, 5.6, 800, 50))
+    assert meta.datetime == "2010:05:06 07:08:09"
+
+
+def ciff_capture_time(path: Path) -> int:
+    """Seconds of a CRW's CapturedTime record (0x180e), read by walking its CIFF heaps."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:2] == b"II" and data[6:14] == b"HEAPCCDR"
+    found = []
+
+    def heap(start: int, end: int) -> None:
+        table = start + struct.unpack_from("<I", data, end - 4)[0]
+        for i in range(struct.unpack_from("<H", data, table)[0]):
+            kind, size, offset = struct.unpack_from("<HII", data, table + 2 + 10 * i)
+            if kind >> 14 == 0 and kind & 0x3800 in (0x2800, 0x3000):  # a sub-heap
+                heap(start + offset, start + offset + size)
+            elif kind & 0x3FFF == 0x180E and kind >> 14 == 0:
+                found.append(struct.unpack_from("<I", data, start + offset)[0])
+
+    heap(struct.unpack_from("<I", data, 2)[0], len(data))
+    assert len(found) == 1
+    return found[0]
+
+
+@contextlib.contextmanager
+def time_zone(name: str):
+    """Run with the process's local time zone set to ``name``."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+@pytest.mark.parametrize("name", CANON)
+@pytest.mark.parametrize("zone", ["UTC0", "WEST+5", "EAST-9"])  # POSIX zones: no time zone database needed
+def test_canon_crw_metadata_from_libraw(raw_samples, name, zone):
+    """No TIFF tags in a CRW: names empty, the rest as rawpy reports it, the capture time as the camera wrote it."""
+    path = raw_sample(raw_samples, f"bayer/{name}")
+    with time_zone(zone):
+        meta = read_raw(path).metadata
+        with rawpy.imread(str(path)) as raw:
+            flip, other = raw.sizes.flip, raw.other
+            xyz2cam = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)[:3]
+            camera_wb_set = raw.camera_whitebalance[0] > 0
+    assert (meta.make, meta.model, meta.unique_model) == ("", "", "")
+    assert meta.flip == flip and meta.exif_orientation == FLIP_TO_ORIENTATION[flip]
+    for field, value in (
+        ("exposure_time", other.shutter_speed),
+        ("f_number", other.aperture),
+        ("iso", other.iso_speed),
+        ("focal_length", other.focal_length),
+    ):
+        if value > 0:
+            assert getattr(meta, field) == pytest.approx(value, rel=1e-6), field
+        else:
+            assert getattr(meta, field) is None, field
+    assert meta.iso == 100 and meta.focal_length > 0 and meta.exposure_time > 0
+    # The CIFF capture time is the camera's wall clock counted in seconds from 1970 (no time zone).
+    stamp = datetime.fromtimestamp(ciff_capture_time(path), timezone.utc)
+    assert meta.datetime == stamp.strftime("%Y:%m:%d %H:%M:%S")
+    np.testing.assert_allclose(meta.color_matrix1, xyz2cam, rtol=0, atol=0)
+    assert not camera_wb_set and meta.as_shot_neutral is None  # LibRaw: no as-shot white balance in these files
+    assert [meta.color_matrix2, meta.illuminant1, meta.illuminant2, meta.baseline_exposure] == [None] * 4
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_write_dng_metadata_reads_back(tmp_path, orientation):
+    rng = np.random.default_rng(orientation)
+    raw = rng.integers(0, 4096, (40, 48)).astype(np.uint16)
+    wb, ccm = np.array([2.1, 1.0, 1.7]), random_ccm(rng)
+    path = write_dng(
+        tmp_path / "o.dng", raw, black_level=64, bits=12, wb=wb, ccm=ccm, camera="Test Cam 7", orientation=orientation
+    )
+    meta = read_raw(path).metadata
+    assert_metadata(meta, expected_from_tiff(path))  # what tifffile finds in the file
+    # ... which is what was written: ColorMatrix1 of the ccm under D65, AsShotNeutral 1 / wb, nothing else.
+    assert (meta.make, meta.model, meta.unique_model, meta.exif_orientation) == (
+        "",
+        "Test Cam 7",
+        "Test Cam 7",
+        orientation,
+    )
+    np.testing.assert_allclose(meta.color_matrix1, np.linalg.inv(ccm) @ np.linalg.inv(M_SRGB), atol=1e-5)
+    np.testing.assert_allclose(meta.as_shot_neutral, 1 / wb, atol=1e-6)
+    assert meta.illuminant1 == 21
+    assert [meta.exposure_time, meta.f_number, meta.iso, meta.focal_length, meta.datetime] == [None] * 5
+    assert [meta.color_matrix2, meta.illuminant2, meta.baseline_exposure] == [None] * 3
+
+
+def rational_tag(code: int, values, signed: bool = False) -> tuple:
+    from fractions import Fraction
+
+    flat = []
+    for v in values:
+        f = Fraction(v).limit_denominator(10**6)
+        flat += [f.numerator, f.denominator]
+    return (code, "2i" if signed else "2I", len(values), flat, True)
+
+
+@pytest.mark.parametrize("iso", [(400,), (400, 400)])
+def test_optional_dng_tags_read_back(tmp_path, iso):
+    """Every optional tag (capture EXIF in IFD0, TIFF/EP style); ISOSpeedRatings may hold several values."""
+    m1 = np.array([[0.7, -0.2, -0.05], [-0.4, 1.2, 0.2], [-0.05, 0.15, 0.6]])
+    m2 = np.array([[0.9, -0.3, -0.1], [-0.5, 1.3, 0.25], [-0.1, 0.2, 0.7]])
+    tags = [
+        (50706, "B", 4, (1, 4, 0, 0), True),
+        (50708, "s", 0, "Maker Cam 9 unique", True),
+        (271, "s", 0, "Maker", True),
+        (272, "s", 0, "Cam 9", True),
+        (274, "H", 1, (6,), True),
+        (33421, "H", 2, (2, 2), True),
+        (33422, "B", 4, (0, 1, 1, 2), True),
+        (50714, "I", 1, (128,), True),
+        (50717, "I", 1, (4095,), True),
+        rational_tag(50721, m1.ravel(), signed=True),
+        rational_tag(50722, m2.ravel(), signed=True),
+        (50778, "H", 1, (17,), True),
+        (50779, "H", 1, (21,), True),
+        rational_tag(50728, [0.5, 1.0, 0.625]),
+        rational_tag(50730, [-0.75], signed=True),
+        rational_tag(33434, [1 / 250]),
+        rational_tag(33437, [2.8]),
+        (34855, "H", len(iso), iso, True),
+        rational_tag(37386, [35.0]),
+        (36867, "s", 0, "2021:02:03 04:05:06", True),
+    ]
+    path = tmp_path / "full.dng"
+    raw = np.random.default_rng(5).integers(128, 4096, (40, 48)).astype(np.uint16)
+    tifffile.imwrite(path, raw, photometric=32803, extratags=sorted(tags))
+    meta = read_raw(path).metadata
+    assert_metadata(meta, expected_from_tiff(path))
+    assert (meta.make, meta.model, meta.unique_model, meta.exif_orientation) == (
+        "Maker",
+        "Cam 9",
+        "Maker Cam 9 unique",
+        6,
+    )
+    assert (meta.exposure_time, meta.f_number, meta.iso, meta.focal_length) == pytest.approx((1 / 250, 2.8, 400, 35))
+    assert meta.datetime == "2021:02:03 04:05:06"
+    np.testing.assert_allclose(meta.color_matrix1, m1, atol=1e-6)
+    np.testing.assert_allclose(meta.color_matrix2, m2, atol=1e-6)
+    assert (meta.illuminant1, meta.illuminant2) == (17, 21)
+    np.testing.assert_allclose(meta.as_shot_neutral, [0.5, 1.0, 0.625])
+    assert meta.baseline_exposure == pytest.approx(-0.75)
+
+
+def test_dng_without_optional_tags_invents_nothing(tmp_path):
+    raw = np.random.default_rng(2).integers(0, 4095, (40, 48)).astype(np.uint16)
+    path = write_bare_cfa_tiff(tmp_path / "bare.dng", raw)
+    meta = read_raw(path).metadata
+    assert_metadata(meta, expected_from_tiff(path))
+    assert (meta.make, meta.model, meta.unique_model, meta.flip, meta.exif_orientation) == ("", "", "bare", 0, 1)
+    fields = ("exposure_time", "f_number", "iso", "focal_length", "datetime", "color_matrix1", "color_matrix2")
+    fields += ("illuminant1", "illuminant2", "as_shot_neutral", "baseline_exposure")
+    assert {f: getattr(meta, f) for f in fields} == dict.fromkeys(fields)
+
+
+def test_flip_to_orientation_table():
+    """The table inverts LibRaw's Orientation -> flip conversion; its four common values as LibRaw documents them."""
+    assert {flip: o for o, flip in LIBRAW_FLIP_OF_ORIENTATION.items()} == FLIP_TO_ORIENTATION
+    assert {f: FLIP_TO_ORIENTATION[f] for f in (0, 3, 5, 6)} == {0: 1, 3: 3, 5: 8, 6: 6}
+    assert CameraMetadata(flip=5).exif_orientation == 8 and CameraMetadata(flip=6).exif_orientation == 6
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_turns_the_image_as_libraw_does(tmp_path, orientation):
+    """LibRaw's rendering with its flip applied equals the stored image turned as the EXIF value says."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    raw = (200 + 30 * yy + 7 * xx).astype(np.uint16)  # no symmetry: every turn gives another image
+    path = write_dng(tmp_path / "t.dng", raw, bits=12, orientation=orientation)
+    kw = dict(gamma=(1, 1), no_auto_bright=True, user_wb=[1, 1, 1, 1], output_bps=16, half_size=True)
+    kw["output_color"] = rawpy.ColorSpace.raw
+    with rawpy.imread(str(path)) as raw_file:
+        flip = raw_file.sizes.flip
+        shown = raw_file.postprocess(**kw)[..., 1]
+    with rawpy.imread(str(path)) as raw_file:
+        stored = raw_file.postprocess(user_flip=0, **kw)[..., 1]
+    meta = read_raw(path).metadata
+    assert meta.flip == flip and meta.exif_orientation == orientation
+    np.testing.assert_array_equal(EXIF_DISPLAY[meta.exif_orientation](stored), shown)

@@ -9,6 +9,8 @@
   as ``sizes.flip``), for every format; :attr:`CameraMetadata.exif_orientation` gives the TIFF/EXIF value.
 * capture EXIF (exposure time, f-number, ISO, focal length, date/time): from the TIFF container's EXIF IFD (or IFD0,
   TIFF/EP style) when there is a container, from LibRaw otherwise; zero or unset values are ``None``, never guessed.
+  LibRaw's timestamp is the camera's wall clock read as local time (``mktime`` of the EXIF string) for most formats,
+  but the camera's wall clock counted as UTC for Canon CIFF (CRW) files: each is turned back into the wall clock.
 * colour: ``color_matrix1`` is the XYZ-to-camera matrix: the DNG's ColorMatrix1, else LibRaw's ``rgb_xyz_matrix``
   (its built-in table for the camera, which LibRaw itself renders with). DNGs may add ColorMatrix2 and the
   calibration illuminants (EXIF LightSource codes: 17 Standard light A, 21 D65, ...), AsShotNeutral and
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from datetime import datetime as _datetime
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ import numpy as np
 FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_CIFF_MAGIC = (b"II", b"HEAPCCDR")  # bytes 0-1 and 6-13 of a Canon CRW file
 _EXIF_KEYS = {  # CameraMetadata field: (EXIF IFD name, IFD0 tag code)
     "exposure_time": ("ExposureTime", 33434),
     "f_number": ("FNumber", 33437),
@@ -82,11 +87,15 @@ class CameraMetadata:
         return model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
 
 
-def _number(value: Any) -> float | None:
-    """A TIFF (S)RATIONAL ``(num, den)``, a number or a 1-tuple as a positive finite float; ``None`` otherwise."""
-    if isinstance(value, tuple | list) and len(value) == 2:
+def _number(value: Any, rational: bool = True) -> float | None:
+    """A tag's value as a positive finite float; ``None`` otherwise.
+
+    With ``rational`` a pair is a TIFF (S)RATIONAL ``(num, den)``; without it (an integer array such as EXIF's
+    ISOSpeedRatings, which may hold several values) the first value counts.
+    """
+    if isinstance(value, tuple | list) and len(value) == 2 and rational:
         value = value[0] / value[1] if value[1] else 0.0
-    elif isinstance(value, tuple | list) and len(value) == 1:
+    elif isinstance(value, tuple | list) and value:
         value = value[0]
     try:
         number = float(value)
@@ -138,19 +147,41 @@ def _exif_from_tags(tags: dict[int, Any]) -> dict[str, Any]:
         if name == "datetime":
             out[name] = _text(value) or None
         else:
-            out[name] = _number(value)
+            out[name] = _number(value, rational=name != "iso")
     return out
 
 
-def _exif_from_libraw(raw) -> dict[str, Any]:
+def is_ciff(path: Path) -> bool:
+    """Whether ``path`` is a Canon CIFF (CRW) file."""
+    with open(path, "rb") as f:
+        head = f.read(14)
+    return head[:2] == _CIFF_MAGIC[0] and head[6:14] == _CIFF_MAGIC[1]
+
+
+def _libraw_datetime(stamp, ciff: bool) -> str | None:
+    """The capture wall clock ``"YYYY:MM:DD HH:MM:SS"`` of rawpy's ``other.timestamp``, or ``None`` when unset.
+
+    rawpy turns LibRaw's ``time_t`` into a local-time datetime; for CIFF files that ``time_t`` is the wall clock
+    counted as UTC, so it is converted back with UTC instead.
+    """
+    if stamp is None:
+        return None
+    seconds = stamp.timestamp()  # LibRaw's time_t (a naive datetime is local time, its fold kept)
+    if seconds <= 0:
+        return None
+    if ciff:
+        stamp = _datetime.fromtimestamp(seconds, timezone.utc)
+    return stamp.strftime("%Y:%m:%d %H:%M:%S")
+
+
+def _exif_from_libraw(raw, ciff: bool) -> dict[str, Any]:
     other = raw.other
-    stamp = other.timestamp
     return {
         "exposure_time": _number(other.shutter_speed),
         "f_number": _number(other.aperture),
         "iso": _number(other.iso_speed),
         "focal_length": _number(other.focal_length),
-        "datetime": stamp.strftime("%Y:%m:%d %H:%M:%S") if stamp is not None and stamp.timestamp() > 0 else None,
+        "datetime": _libraw_datetime(other.timestamp, ciff),
     }
 
 
@@ -178,13 +209,14 @@ def _colour_from_libraw(raw, camera_wb: np.ndarray | None) -> dict[str, Any]:
     }
 
 
-def read_metadata(raw, tags: dict[int, Any] | None, camera_wb: np.ndarray | None) -> CameraMetadata:
+def read_metadata(raw, tags: dict[int, Any] | None, camera_wb: np.ndarray | None, ciff: bool = False) -> CameraMetadata:
     """Collect a file's :class:`CameraMetadata` (see the module docstring for the sources).
 
     Args:
         raw: an open ``rawpy.RawPy``.
         tags: :func:`tiff_tags` of the file, or ``None`` when it is not a TIFF container.
         camera_wb: ``(3,)`` gains (R, G, B) of the file's as-shot white balance, or ``None`` when it has none.
+        ciff: the file is a Canon CIFF (CRW) file (:func:`is_ciff`), whose LibRaw timestamp counts in UTC.
     """
     fields: dict[str, Any] = {"flip": int(raw.sizes.flip)}
     if tags is not None:
@@ -195,7 +227,7 @@ def read_metadata(raw, tags: dict[int, Any] | None, camera_wb: np.ndarray | None
             **_exif_from_tags(tags),
         )
     else:
-        fields.update(_exif_from_libraw(raw))
+        fields.update(_exif_from_libraw(raw, ciff))
     colour = _colour_from_libraw(raw, camera_wb)
     if tags is not None:
         dng = _colour_from_tags(tags)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rawsr.camera.metadata import CameraMetadata, read_metadata, tiff_tags
+from rawsr.camera.metadata import CameraMetadata, is_ciff, read_metadata, tiff_tags
 from rawsr.config import is_number, require
 from rawsr.imaging.colour import XYZ_FROM_SRGB
 
@@ -315,7 +315,7 @@ def _decode(raw, path: Path, adjust_maximum: float, tags: dict[int, Any] | None 
     if wb is None:
         wb, wb_source = grey_world_wb(mosaic), "grey_world"
     ccm, ccm_source = _colour_matrix(raw)
-    metadata = read_metadata(raw, tags, wb if wb_source == "camera" else None)
+    metadata = read_metadata(raw, tags, wb if wb_source == "camera" else None, tags is None and is_ciff(path))
     return RawImage(
         path=path,
         mosaic=mosaic,
