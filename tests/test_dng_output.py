@@ -209,3 +209,21 @@ def test_format_names_are_checked(tmp_path):
     assert predict(tmp_path, ckpt, source, "format=[png,jpeg]") == 2
     assert predict(tmp_path, ckpt, source, "format=[]") == 2
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_dng_is_refused_for_a_linear_output_that_was_never_trained(tmp_path, caplog):
+    """With a colour branch and no linear loss (the paper's recipe) the linear output is not camera RGB: a DNG of it
+    would develop in false colours, so predict refuses with one line naming `format`, and writes nothing."""
+    source = write_bayer_dng(tmp_path / "cam.dng", linear_scene(64, 96), "RGGB")
+    ckpt = tiny_checkpoint(tmp_path / "model.ckpt", color_branch=True)
+    with caplog.at_level("ERROR"):
+        assert predict(tmp_path, ckpt, source, "format=[png,dng]") == 2
+    assert "config key 'format': dng writes the network's linear output" in caplog.text
+    assert "model.linear_loss_weight=1" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+    supervised = torch.load(ckpt, weights_only=True)
+    supervised["hyper_parameters"]["linear_loss_weight"] = 1.0
+    torch.save(supervised, ckpt)
+    assert predict(tmp_path, ckpt, source, "format=[png,dng]") == 0
+    assert (tmp_path / "out" / "cam_x2.dng").is_file()

@@ -130,6 +130,25 @@ def output_formats(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_dng_source(model: Any, formats: list[str], ckpt: Path) -> None:
+    """Refuse ``format=dng`` for a checkpoint whose linear output was never trained to be camera RGB.
+
+    The DNG holds the network's linear output ``X_lin``. The paper's recipe supervises only the sRGB output
+    (``model.linear_loss_weight=0``), so with a colour branch ``X_lin`` is whatever helps the branch and a raw
+    developer renders it in false colours. A network without colour branch renders ``X_lin`` with the camera
+    pipeline, and a linear loss supervises it directly: either makes a DNG worth developing.
+    """
+    if "dng" not in formats or getattr(model.net, "color", None) is None:
+        return
+    if float(model.hparams.get("linear_loss_weight", 0.0)) > 0:
+        return
+    raise ConfigError(
+        f"config key 'format': dng writes the network's linear output, which {ckpt} never learned to match camera "
+        "RGB (it was trained with model.linear_loss_weight=0, the paper's recipe, with a colour branch); train with "
+        "model.linear_loss_weight=1 (or ablation=no_color_branch) for DNG output, or choose format=png|tiff"
+    )
+
+
 def _write_dng(write, target: Path, height: int, width: int, tags: list, rows: Iterator[np.ndarray]) -> Path:
     return write(target, rows, height, width, tags)
 
@@ -286,6 +305,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         check_tiling(model.tile, cfg.overlap)
+        check_dng_source(model, output_formats(cfg.format), ckpt)
         model.net.to(device).eval()
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
