@@ -81,9 +81,9 @@ def test_threads_key_sets_torch_threads_and_refuses_bad_values(compose_train):
     try:
         set_threads(compose_train("threads=1").threads)
         assert torch.get_num_threads() == 1
-        set_threads(compose_train().threads)  # null: left as it is
+        set_threads(compose_train("threads=null").threads)  # null: left as it is
         assert torch.get_num_threads() == 1
-        for bad in (0, -2, 1.5, "two"):
+        for bad in (0, -2, 1.5, "two", True):
             with pytest.raises(ConfigError, match="'threads'"):
                 set_threads(bad)
     finally:

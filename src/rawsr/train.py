@@ -20,22 +20,29 @@ from rawsr.cli import (
     launch,
     move_file_logs,
     remove_unused_run_folder,
+    resolve_threads,
     run_entry,
+    set_omp_wait_policy,
     shown_path,
+    usable_cpus,
 )
-from rawsr.config import ConfigError, config_dir, instantiate, require_positive_int, require_scale
+from rawsr.config import ConfigError, config_dir, instantiate, require_scale
 
 log = logging.getLogger("rawsr.train")
 
 
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads for this process (``threads`` config key); ``None`` keeps torch's default."""
-    if threads is None:
-        return
-    require_positive_int(threads, "threads")
+def set_threads(threads: Any) -> int | None:
+    """Set torch's CPU threads for this process (``threads`` config key: a count, ``auto`` for the CPUs idle when the
+    run starts, :func:`rawsr.cli.resolve_threads`); ``None`` keeps torch's default. Returns the count set."""
+    count = resolve_threads(threads, "threads")
+    if count is None:
+        return None
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(count)
+    if threads == "auto":
+        log.info("threads=auto: %d torch thread(s) (%d usable CPUs)", count, usable_cpus())
+    return count
 
 
 #: Where a run folder keeps the state that ``resume`` continues.
@@ -235,6 +242,7 @@ def save_final_checkpoint(trainer: Any) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model described by ``cfg``; return the value of ``cfg.optimized_metric`` (for sweepers)."""
+    set_omp_wait_policy(cfg.get("omp_wait_policy"))  # before anything loads torch (a resume reads a checkpoint)
     folder, checkpoint = slurm_requeue(cfg) or resolve_checkpoint(cfg)
     move_run(cfg, folder)
     check_duration(cfg.trainer)  # the checks of the config alone fail in one line, before the run is announced
