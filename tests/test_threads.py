@@ -37,7 +37,7 @@ def test_threads_key_values():
 
 
 def test_threads_auto_sets_torch_threads_in_the_main_process(monkeypatch):
-    from rawsr import cli
+    from rawsr.cli import threads as cli
     from rawsr.train import set_threads
 
     before = torch.get_num_threads()
