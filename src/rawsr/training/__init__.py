@@ -7,7 +7,7 @@
 - :mod:`rawsr.training.resume`: random states in checkpoints and an exact mid-epoch resume.
 - :mod:`rawsr.training.panels`: image panels for W&B and TensorBoard.
 - :mod:`rawsr.training.progress`: the progress bar.
-- :mod:`rawsr.training.slurm`: SLURM's requeue signal taken at a step boundary.
+- :mod:`rawsr.training.slurm`: SLURM's requeue signal taken at a step boundary; the batch script, rendered.
 - :mod:`rawsr.training.ddp`: DDP started from ``python -m rawsr.train``, also inside Hydra sweeps.
 - :mod:`rawsr.training.loggers`: W&B without a key or network, resumable CSV.
 - :mod:`rawsr.training.lightning_api`: every use of Lightning's private API, behind named functions.
