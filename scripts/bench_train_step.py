@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import hydra.utils
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
@@ -130,7 +131,8 @@ def lightning_round(args, data, model, batches, device, sync) -> list[float]:
 
 def bare_round(args, data, model, batches, device, sync) -> list[float]:
     model = model.to(device).train()
-    optimizer = model.configure_optimizers()["optimizer"]
+    # The optimiser the module configures, built without a trainer (no learning-rate scaling: one process).
+    optimizer = hydra.utils.instantiate(model.hparams.optimizer, params=model.parameters())
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "16-mixed")
     stamps = []
