@@ -3,6 +3,7 @@ script a sweep through ``hydra/launcher=slurm`` would hand ``sbatch``, rendered 
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import Sequence
 from types import FrameType
@@ -87,7 +88,6 @@ def render_sbatch(overrides: Sequence[str] = ()) -> str:
     """The batch script of ``python -m rawsr.train -m hydra/launcher=slurm OVERRIDES`` (``hydra/launcher=slurm``
     is added when no launcher is given); a sweep (``key=a,b``) renders as the array of its jobs."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -96,7 +96,14 @@ def render_sbatch(overrides: Sequence[str] = ()) -> str:
     overrides = list(overrides)
     if not any(o.split("=", 1)[0].lstrip("+~") == "hydra/launcher" for o in overrides):
         overrides.insert(0, "hydra/launcher=slurm")
-    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
+    jobs = [list(job) for job in itertools.product(*choices)]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
