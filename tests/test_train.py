@@ -202,7 +202,8 @@ def test_trains_from_a_prepared_raw_folder(compose_train, tmp_path):
     fast_dev_fit(cfg)
 
 
-def test_trains_from_the_release_layout(compose_train, tmp_path):
+def release_layout(root: Path) -> Path:
+    """A tiny dataset in the released layout (two images of two samples per split, no linear targets)."""
     from rawsr.data.release import write_release_sample
 
     rng = np.random.default_rng(1)
@@ -212,12 +213,27 @@ def test_trains_from_the_release_layout(compose_train, tmp_path):
             for sample in range(2):
                 lr_raw = rng.uniform(0, 1, (64, 64)).astype(np.float32)
                 lr_ref = hr[:, ::2, ::2]
-                write_release_sample(tmp_path / "Blind_x2" / split, f"img{g}", sample, lr_raw, lr_ref, hr)
+                write_release_sample(root / split, f"img{g}", sample, lr_raw, lr_ref, hr)
+    return root
+
+
+def test_trains_from_the_release_layout(compose_train, tmp_path):
+    release_layout(tmp_path / "Blind_x2")
     cfg = compose_train(
         "data=rawsr_release",
         f"data.root={tmp_path / 'Blind_x2'}",
+        "model.linear_loss_weight=0",  # the released pairs hold no linear target (the demo's default is 1)
         *NARROW,
         *SMALL_DATA[:3],
         *FAST_DEV_RUN,
     )
     fast_dev_fit(cfg)
+
+
+def test_a_linear_loss_without_linear_targets_names_the_key(compose_train, tmp_path):
+    release_layout(tmp_path / "Blind_x2")
+    cfg = compose_train(
+        "data=rawsr_release", f"data.root={tmp_path / 'Blind_x2'}", *NARROW, *SMALL_DATA[:3], *FAST_DEV_RUN
+    )
+    with pytest.raises(ConfigError, match=r"'model.linear_loss_weight': 1.0 needs .* set model.linear_loss_weight=0"):
+        fast_dev_fit(cfg)

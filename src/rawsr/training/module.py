@@ -147,7 +147,12 @@ class RawSRModule(L.LightningModule):
     def loss(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         loss = F.l1_loss(out["srgb"].float(), batch["hr_srgb"])
         if self.hparams.linear_loss_weight > 0:
-            require("hr_linear" in batch, "model.linear_loss_weight", "a data source with hr_linear", "none")
+            if "hr_linear" not in batch:
+                raise ConfigError(
+                    f"config key 'model.linear_loss_weight': {self.hparams.linear_loss_weight} needs a data source "
+                    "with linear targets (hr_linear: the simulated sources demo and raw_folder); these pairs have "
+                    "none (released pairs): set model.linear_loss_weight=0"
+                )
             loss = loss + self.hparams.linear_loss_weight * F.l1_loss(out["linear"].float(), batch["hr_linear"])
         return loss
 
