@@ -19,7 +19,7 @@ CONFIGS = REPO / "configs"
 DOCS = REPO / "docs"
 GUIDES = ("architecture.md", "reproducing.md")
 #: ``python -m <module>`` -> the primary config it composes.
-ENTRY_POINTS = {f"rawsr.{name}": name for name in ("train", "evaluate", "prepare", "predict")}
+ENTRY_POINTS = {f"rawsr.{name}": name for name in ("train", "evaluate", "prepare", "predict", "report")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from rawsr.cli import comment_choices, parse_config
 from rawsr.config import config_dir
 
-ENTRIES = ("train", "evaluate", "predict", "prepare")
+ENTRIES = ("train", "evaluate", "predict", "prepare", "report")
 TRAINING_GROUPS = ("ablation", "trainer", "hparams_search", "experiment", "callbacks", "logger", "debug", "model")
 
 # Prints the page of the entry point named in argv[1] as ``python -m`` would, then which heavy modules it imported.
@@ -74,7 +74,7 @@ def test_every_key_has_its_line_with_its_comment(pages, entry):
         assert line.endswith(e.comment), line
 
 
-@pytest.mark.parametrize("entry", ["evaluate", "predict", "prepare"])
+@pytest.mark.parametrize("entry", ["evaluate", "predict", "prepare", "report"])
 def test_no_training_group_on_the_other_pages(pages, entry):
     for group in TRAINING_GROUPS:
         assert f"{group}=" not in pages[entry].stdout

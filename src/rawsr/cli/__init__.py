@@ -1,5 +1,5 @@
-"""What the entry points (``rawsr.train``, ``rawsr.evaluate``, ``rawsr.predict``, ``rawsr.prepare``, ``rawsr.export``)
-share, one module per concern:
+"""What the entry points (``rawsr.train``, ``rawsr.evaluate``, ``rawsr.predict``, ``rawsr.prepare``, ``rawsr.export``,
+``rawsr.report``) share, one module per concern:
 
 - :mod:`rawsr.cli.exits`: exit codes (0 done; 1 some inputs skipped; 2 a user error, named in one line; 130
   interrupted), :func:`run_entry` and :func:`launch` (the ``--help`` page, then Hydra).
