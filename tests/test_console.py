@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
-SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32")
+SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32", "data.val.val_samples=2")
 TINY = (*NARROW, *SMALL, "data.train.samples_per_epoch=8", "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
 #: A refresh of the plain (non-terminal) progress bar: refreshes are separated by carriage returns, and a log line
 #: may follow the last one without a newline.

@@ -42,7 +42,12 @@ def demo_eval_cfg(compose_train, tmp_path):
 
     def make(*overrides: str):
         return compose_train(
-            f"ckpt_path={ckpt}", "data.num_workers=0", "data.val.val_crops=64", *overrides, config_name="evaluate"
+            f"ckpt_path={ckpt}",
+            "data.num_workers=0",
+            "data.val.val_crops=64",
+            "data.val.val_samples=2",
+            *overrides,
+            config_name="evaluate",
         )
 
     return make, ckpt

@@ -36,7 +36,7 @@ from rawsr.training.panels import ImagePanels, to_uint8
 from rawsr.training.resume import rng_states, set_rng_states
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
-SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32")
+SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32", "data.val.val_samples=2")
 QUICK = (*NARROW, *SMALL, "+trainer.num_sanity_val_steps=0", "callbacks.model_summary=null")
 
 

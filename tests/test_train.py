@@ -20,7 +20,13 @@ from rawsr.train import instantiate_all, train
 from rawsr.training import RawSRModule, load_checkpoint
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
-SMALL_DATA = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=64")
+SMALL_DATA = (
+    "data.crop=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.val.val_crops=64",
+    "data.val.val_samples=2",
+)
 
 
 FAST_DEV_RUN = ("+trainer.fast_dev_run=true", "~logger", "~callbacks")
@@ -194,6 +200,7 @@ def test_trains_from_a_prepared_raw_folder(compose_train, tmp_path):
         f"data.root={raws}",
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.val.val_crops=32",
+        "data.val.val_samples=2",
         "data.train.val_files=[shot0]",
         *NARROW,
         *SMALL_DATA[:3],

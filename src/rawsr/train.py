@@ -256,10 +256,14 @@ def train(cfg: DictConfig) -> float | None:
     from rawsr.training import release_distributed
     from rawsr.training.console import single_console
     from rawsr.training.loggers import RunConfigLogger, finish_loggers
+    from rawsr.training.module import verdict
 
     single_console()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = instantiate_all(cfg)
+    # The data stream starts from the seed whatever building the model drew from the random generators: runs of
+    # different architectures with the same seed see the same crops and degradations (ablations compare seed by seed).
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     failed = True
     try:  # each job of a sweep ends its W&B run and its process group, whatever happens
         trainer.callbacks.append(RunConfigLogger(cfg))
@@ -284,6 +288,9 @@ def train(cfg: DictConfig) -> float | None:
             log.info("%s metrics: %s", type(logger).__name__, shown_path(logger.log_dir or logger.save_dir))
         summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
         log.info("final validation: %s", summary or "none")
+        sentence = verdict(metrics)
+        if sentence:
+            log.info("%s", sentence)
     return metrics.get(cfg.optimized_metric)
 
 

@@ -11,6 +11,12 @@ white. Each crop is therefore brightened by an exposure gain drawn log-uniformly
 to [0, 1], as a sensor records it. A white above the sensor's white in every channel needs a gain above the red
 white-balance gain (1.9 to 2.4): the project default ``[1, 4]`` (up to two stops) clips some pixels of about a third
 of the training crops in every channel; ``[1, 1]`` turns it off.
+
+The validation set is ``val_samples`` fixed crops of the held-out photographs (two of them: scikit-image ships few
+colour photographs offline), item ``i`` made from photograph ``i mod n`` with a crop position, one of the 8 flips
+and transposes, a camera and an exposure all drawn from a generator seeded with ``i``: the same set in every epoch,
+process and machine. With two photographs, the crops are not independent samples of all scenes: the standard
+error of a validation mean measures the spread over these crops, not over photography at large.
 """
 
 from __future__ import annotations
@@ -56,11 +62,19 @@ def load_skimage(name: str, key: str = "images") -> np.ndarray:
     return image[..., :3].astype(np.float32) / 255.0
 
 
+def dihedral_view(image: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 flips and transposes of ``image (..., H, W)``: rotation by ``k mod 4`` quarter turns,
+    transposed when ``k >= 4``; ``(..., H, W)`` (square images) or ``(..., W, H)``."""
+    rotated = torch.rot90(image, k % 4, dims=(-2, -1))
+    return rotated.transpose(-2, -1) if k >= 4 else rotated
+
+
 class DemoImages(Dataset):
     """Linear camera-RGB crops of the embedded photographs, ready for the imaging-process simulation.
 
     Args:
-        split: ``"train"`` (random crops, ``samples_per_epoch`` of them) or ``"val"`` (fixed centre crops).
+        split: ``"train"`` (random crops, ``samples_per_epoch`` of them) or ``"val"`` (fixed crops: ``val_samples``
+            seeded ones, or the centre of each photograph).
         scale: super-resolution factor; HR crops have side ``scale * crop``.
         crop: LR crop side (the network's tile), even.
         images: photograph names; defaults to :data:`TRAIN_IMAGES` or :data:`VAL_IMAGES` by split.
@@ -68,6 +82,8 @@ class DemoImages(Dataset):
         val_crops: side of the fixed validation crops in LR pixels (a multiple of
             :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`, at least ``crop``); validation then exercises the
             overlapping-tile inference.
+        val_samples: the number of fixed validation crops (module docstring); ``None``: one centre crop of each
+            photograph.
         tone: whether the unprocessing inverts a tone curve as well (project default: no).
         exposure: ``[low, high]`` range of the exposure gain (log-uniform, drawn per crop, ``low >= 1``) applied
             to the linear camera RGB before clipping it to [0, 1] (module docstring).
@@ -86,6 +102,7 @@ class DemoImages(Dataset):
         images: Sequence[str] | None = None,
         samples_per_epoch: int = 512,
         val_crops: int = 128,
+        val_samples: int | None = None,
         tone: bool = False,
         exposure: Sequence[float] = (1.0, 4.0),
         key: str | None = None,
@@ -102,7 +119,10 @@ class DemoImages(Dataset):
             f"a multiple of {multiple} no smaller than the crop {crop}",
             val_crops,
         )
+        if val_samples is not None:
+            require_positive_int(val_samples, f"{key}.val_samples")
         self.split, self.scale, self.crop = split, scale, crop
+        self.val_samples = val_samples
         self.samples_per_epoch, self.tone = samples_per_epoch, tone
         self.exposure = require_range(exposure, f"{key}.exposure", 1.0, None)
         names = tuple(images) if images is not None else (TRAIN_IMAGES if split == "train" else VAL_IMAGES)
@@ -128,19 +148,28 @@ class DemoImages(Dataset):
         )
 
     def __len__(self) -> int:
-        return self.samples_per_epoch if self.split == "train" else len(self.images)
+        if self.split == "train":
+            return self.samples_per_epoch
+        return len(self.images) if self.val_samples is None else self.val_samples
 
     def _crop(self, index: int, generator: torch.Generator) -> torch.Tensor:
-        """Return an sRGB crop ``(3, side, side)``: random for training, centred for validation."""
-        if self.split == "train":
-            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
-            top = int(torch.randint(image.shape[1] - self.side + 1, (1,), generator=generator))
-            left = int(torch.randint(image.shape[2] - self.side + 1, (1,), generator=generator))
-        else:
+        """Return an sRGB crop ``(3, side, side)``: random for training, fixed for validation (seeded by the index,
+        or the centre of each photograph when ``val_samples`` is ``None``)."""
+        if self.split == "val" and self.val_samples is None:
             image = self.images[index]
             top = (image.shape[1] - self.side) // 2
             left = (image.shape[2] - self.side) // 2
-        return image[:, top : top + self.side, left : left + self.side]
+            return image[:, top : top + self.side, left : left + self.side]
+        if self.split == "train":
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+        else:
+            image = self.images[index % len(self.images)]
+        top = int(torch.randint(image.shape[1] - self.side + 1, (1,), generator=generator))
+        left = int(torch.randint(image.shape[2] - self.side + 1, (1,), generator=generator))
+        crop = image[:, top : top + self.side, left : left + self.side]
+        if self.split == "val":  # one of the 8 flips and transposes
+            crop = dihedral_view(crop, int(torch.randint(8, (1,), generator=generator)))
+        return crop
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         generator = torch.Generator()

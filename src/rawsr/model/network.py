@@ -144,6 +144,11 @@ class RawSRNet(nn.Module):
             camera white balance and colour matrix (:func:`rawsr.imaging.render_srgb`).
         input: ``"raw"`` (the RGGB mosaic feeds the restoration branch) or ``"srgb"`` (the ablation where the
             sRGB reference, packed to 12 channels, feeds it instead).
+        reference_skip: this project's option, not the paper's (default ``False``): add the bicubic upsampling of
+            the reference to the colour transform, ``sRGB = A . X_lin + B + up(ref)``, and start the colour
+            branch's last convolution at zero, so that the untrained network answers with bicubic upsampling and
+            learns a correction of it (a global residual, as in VDSR). Short runs on a CPU then beat bicubic and
+            keep the reference's colours; needs the colour branch.
 
     The channel attention pools over the whole input, so outputs depend on the input size: run inference
     on tiles of the training crop size. H and W must be multiples of :attr:`SIZE_MULTIPLE`.
@@ -162,20 +167,26 @@ class RawSRNet(nn.Module):
         fusion: bool = True,
         color_branch: bool = True,
         input: str = "raw",
+        reference_skip: bool = False,
     ) -> None:
         super().__init__()
         _require(_is_int(scale) and scale in SCALES, "scale", f"one of {list(SCALES)}", scale)
         for name, value in (("width", width), ("growth", growth), ("dense_layers", dense_layers)):
             _require(_is_int(value) and value > 0, name, "a positive integer", value)
-        for name, value in (("attention", attention), ("fusion", fusion), ("color_branch", color_branch)):
+        flags = (("attention", attention), ("fusion", fusion), ("color_branch", color_branch))
+        for name, value in (*flags, ("reference_skip", reference_skip)):
             _require(isinstance(value, bool), name, "a bool", value)
         _require(input in INPUTS, "input", f"one of {list(INPUTS)}", input)
+        _require(color_branch or not reference_skip, "reference_skip", "False without the colour branch", True)
 
         self.scale = scale
         self.input = input
         self.restoration = RestorationBranch(4 if input == "raw" else 12, scale, width, growth, dense_layers, attention)
         self.color = ColorBranch(scale, width, fusion) if color_branch else None
+        self.reference_skip = reference_skip
         init_weights(self)
+        if reference_skip:  # the untrained network answers with bicubic upsampling
+            nn.init.zeros_(self.color.head.weight)
 
     def num_parameters(self) -> int:
         """Total number of parameters."""
@@ -206,7 +217,10 @@ class RawSRNet(nn.Module):
         if self.color is None:
             return {"srgb": self._render(linear, wb, ccm), "linear": linear}
         m = self.color(ref, fc11, fc12)
-        return {"srgb": apply_color_transform(m, linear), "linear": linear}
+        srgb = apply_color_transform(m, linear)
+        if self.reference_skip:
+            srgb = srgb + F.interpolate(ref, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return {"srgb": srgb, "linear": linear}
 
     def _check_inputs(self, raw: torch.Tensor | None, ref: torch.Tensor | None) -> torch.Tensor:
         """Validate the shapes of ``raw (B, 1, H, W)`` and ``ref (B, 3, H, W)``; return the restoration input."""

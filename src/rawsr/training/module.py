@@ -61,13 +61,56 @@ def build_network(net: Mapping[str, Any]) -> nn.Module:
 
 
 def _metrics(prefix: str) -> MetricCollection:
-    """PSNR as the mean of per-image values and SSIM, both on sRGB in [0, 1] with ``data_range=1``."""
+    """Per-image PSNR and SSIM on sRGB in [0, 1] with ``data_range=1``: ``compute()`` gives ``(N,)`` values, one per
+    image of the epoch (gathered from every process), which :func:`summarise` turns into means and standard errors."""
     return MetricCollection(
         {
-            "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+            "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="none"),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none"),
         },
         prefix=prefix,
+    )
+
+
+def mean_and_standard_error(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of per-image ``values (N,)`` and its standard error ``std / sqrt(N)`` (sample std, N - 1 degrees of
+    freedom); the error is NaN for a single image."""
+    values = values.double().flatten()
+    n = values.numel()
+    error = values.std(unbiased=True) / n**0.5 if n > 1 else values.new_tensor(float("nan"))
+    return values.mean(), error
+
+
+def summarise(model: Mapping[str, torch.Tensor], bicubic: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Epoch figures from per-image scores (``{"<prefix>psnr": (N,), ...}`` of the model, and of bicubic upsampling
+    with the postfix ``_bicubic``): each metric's mean, its standard error (key ``+ "_se"``), and the mean per-image
+    gain of the model over bicubic in PSNR, ``<prefix>psnr_gain``, with its (paired) standard error."""
+    out: dict[str, torch.Tensor] = {}
+    for name, values in {**model, **bicubic}.items():
+        out[name], out[f"{name}_se"] = mean_and_standard_error(values)
+    for name, values in model.items():
+        if name.endswith("psnr"):
+            gain = values.double() - bicubic[f"{name}_bicubic"].double()
+            out[f"{name}_gain"], out[f"{name}_gain_se"] = mean_and_standard_error(gain)
+    return {k: v.float() for k, v in out.items()}
+
+
+def verdict(metrics: Mapping[str, float], prefix: str = "val/") -> str | None:
+    """One sentence saying whether the model beats bicubic upsampling in PSNR, by how much and how surely (the
+    per-image gain against twice its standard error); ``None`` without the figures."""
+    keys = [f"{prefix}psnr", f"{prefix}psnr_bicubic", f"{prefix}psnr_gain", f"{prefix}psnr_gain_se"]
+    if not all(k in metrics for k in keys):
+        return None
+    psnr, bicubic, gain, error = (float(metrics[k]) for k in keys)
+    if gain > 2 * error:
+        words = f"beats bicubic by {gain:.2f} dB"
+    elif gain < -2 * error:
+        words = f"is {-gain:.2f} dB below bicubic"
+    else:
+        words = f"is level with bicubic ({gain:+.2f} dB, within twice its standard error)"
+    return (
+        f"{prefix}psnr {psnr:.2f} dB against bicubic {bicubic:.2f} dB: the model {words} "
+        f"(per-image gain {gain:+.2f} ± {error:.2f} dB, mean ± standard error)"
     )
 
 
@@ -190,10 +233,17 @@ class RawSRModule(L.LightningModule):
         prediction = self.super_resolve(batch)
         metrics.update(prediction, target)
         bicubic.update(self.bicubic(batch["lr_ref"]), target)
-        n = target.shape[0]
-        self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log_dict(bicubic, on_epoch=True, batch_size=n)
         return {"prediction": prediction}
+
+    def _log_epoch(self, metrics: MetricCollection, bicubic: MetricCollection) -> None:
+        """Log the epoch's means and standard errors (:func:`summarise`) and reset the per-image scores. The
+        progress bar shows PSNR next to bicubic's."""
+        figures = summarise(metrics.compute(), bicubic.compute())
+        metrics.reset()
+        bicubic.reset()
+        shown = {k for k in figures if k.endswith(("/psnr", "/psnr_bicubic", "/ssim"))}
+        self.log_dict({k: v for k, v in figures.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in figures.items() if k not in shown})
 
     def setup(self, stage: str) -> None:
         """Create the test metrics when testing starts (``test=true`` runs ``trainer.test`` after fitting)."""
@@ -209,6 +259,12 @@ class RawSRModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Score one validation batch; returns ``{"prediction": (B, 3, sH, sW)}`` (see :meth:`_score`)."""
         return self._score(batch, self.val_metrics, self.val_bicubic)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, self.val_bicubic)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, self.test_bicubic)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Score one test batch; returns ``{"prediction": (B, 3, sH, sW)}`` (see :meth:`_score`)."""
