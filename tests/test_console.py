@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
-SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32", "data.val.val_samples=2")
+SMALL = (
+    "data.crop=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.val.val_crops=32",
+    "data.val.val_samples=2",
+    "trainer.check_val_every_n_epoch=1",
+)
 TINY = (*NARROW, *SMALL, "data.train.samples_per_epoch=8", "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
 #: A refresh of the plain (non-terminal) progress bar: refreshes are separated by carriage returns, and a log line
 #: may follow the last one without a newline.
@@ -88,10 +95,10 @@ BUILD_ERRORS = {  # found when data and model are built: after the run folder wa
         (*NARROW, "data.crop=30"),
         "config key 'data.crop': expected a multiple of 4 (RawSRNet.SIZE_MULTIPLE), got 30",
     ),
-    "scale-3-demo": (
-        ("data.scale=3",),
-        "config key 'data.val.val_crops': 128 LR pixels make crops of 384 px at scale 3, larger than image "
-        "chelsea of size (300, 451); set data.val.val_crops to at most 100",
+    "scale-4-demo": (
+        ("data.scale=4", "data.val.val_crops=80"),
+        "config key 'data.val.val_crops': 80 LR pixels make crops of 320 px at scale 4, larger than image "
+        "chelsea of size (300, 451); set data.val.val_crops to at most 72",
     ),
 }
 

@@ -529,3 +529,50 @@ def test_narrow_model_learns_a_fixed_batch():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < 0.6 * losses[0]
+
+
+def _bicubic_numpy(image: np.ndarray, scale: int) -> np.ndarray:
+    """Keys' bicubic (a = -0.75, half-pixel centres, edge replication), the interpolation the reference skip adds:
+    ``(C, H, W)`` -> ``(C, sH, sW)``, one separable pass per axis."""
+
+    def weights(t: np.ndarray) -> np.ndarray:
+        a, t = -0.75, np.abs(t)
+        return np.where(
+            t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1, np.where(t < 2, a * (t**3 - 5 * t**2 + 8 * t - 4), 0)
+        )
+
+    def along(x: np.ndarray, axis: int) -> np.ndarray:
+        n = x.shape[axis]
+        centres = (np.arange(n * scale) + 0.5) / scale - 0.5
+        base = np.floor(centres).astype(int)
+        out = 0
+        for k in range(-1, 3):
+            idx = np.clip(base + k, 0, n - 1)
+            w = weights(centres - (base + k))
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            out = out + np.take(x, idx, axis=axis) * w.reshape(shape)
+        return out
+
+    return along(along(image.astype(np.float64), 1), 2)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_reference_skip_starts_at_bicubic_and_learns_a_correction(scale):
+    torch.manual_seed(0)
+    net = RawSRNet(scale=scale, width=8, growth=4, dense_layers=1, reference_skip=True)
+    raw, ref = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 16, 16)
+    out = net(raw, ref)["srgb"]
+    expected = np.stack([_bicubic_numpy(r, scale) for r in ref.numpy()])
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-5)
+    assert net.color.head.weight.abs().sum() == 0 and net.color.head.weight.requires_grad
+    loss = (out - torch.rand_like(out)).abs().mean()
+    loss.backward()
+    assert net.color.head.weight.grad.abs().sum() > 0  # it learns from the first step
+    plain = RawSRNet(scale=scale, width=8, growth=4, dense_layers=1)
+    assert plain.color.head.weight.abs().sum() > 0  # the paper's initialisation is untouched
+
+
+def test_reference_skip_needs_the_colour_branch():
+    with pytest.raises(ValueError, match="reference_skip"):
+        RawSRNet(scale=2, width=8, growth=4, dense_layers=1, color_branch=False, reference_skip=True)

@@ -314,6 +314,7 @@ def test_reports_the_runs_that_training_writes(tmp_path):
     env["WANDB_MODE"] = "disabled"
     quick = ["model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2", "data.crop=32", "threads=1",
              "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32", "data.val.val_samples=2",
+             "trainer.check_val_every_n_epoch=1",
              "data.train.samples_per_epoch=8",
              "trainer.max_epochs=1", "+trainer.num_sanity_val_steps=0", "callbacks.model_summary=null"]  # fmt: skip
     command = [sys.executable, "-m", "rawsr.train", "-m", "experiment=ablation", "ablation=none,no_fusion", "seed=7"]

@@ -36,7 +36,14 @@ from rawsr.training.panels import ImagePanels, to_uint8
 from rawsr.training.resume import rng_states, set_rng_states
 
 NARROW = ("model.net.width=16", "model.net.growth=8", "model.net.dense_layers=2")
-SMALL = ("data.crop=32", "data.batch_size=4", "data.num_workers=0", "data.val.val_crops=32", "data.val.val_samples=2")
+SMALL = (
+    "data.crop=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.val.val_crops=32",
+    "data.val.val_samples=2",
+    "trainer.check_val_every_n_epoch=1",
+)
 QUICK = (*NARROW, *SMALL, "+trainer.num_sanity_val_steps=0", "callbacks.model_summary=null")
 
 
@@ -101,8 +108,8 @@ def test_ddp_multirun_syncs_metrics_and_starts_no_second_sweep(tmp_path, compose
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # 3 validation images on 2 processes: a padding sampler would count one image twice.
-    val = "data.val.images=[chelsea,coffee,astronaut]"
-    _train(tmp_path, "-m", *QUICK, val, "trainer=ddp_sim", "trainer.max_epochs=1", "data.train.samples_per_epoch=16",
+    val = ("data.val.images=[chelsea,coffee,astronaut]", "data.val.val_samples=3")
+    _train(tmp_path, "-m", *QUICK, *val, "trainer=ddp_sim", "trainer.max_epochs=1", "data.train.samples_per_epoch=16",
            "model.optimizer.lr=1e-3,4e-3", "logger=[csv,tensorboard]", timeout=400)  # fmt: skip
     sweep, jobs = _sweep_jobs(tmp_path)
     assert jobs == ["0", "1"]
@@ -117,7 +124,7 @@ def test_ddp_multirun_syncs_metrics_and_starts_no_second_sweep(tmp_path, compose
         assert checkpoint["global_step"] == 2  # 16 samples / 2 processes / batch 4
         assert checkpoint["rng_states"]["current"]["torch"].shape[0] == 2  # both ranks' random states
         logged = _csv_psnr(folder)[-1]
-        assert logged == pytest.approx(_validate(compose_train, folder / "checkpoints" / "last.ckpt", val), abs=1e-4)
+        assert logged == pytest.approx(_validate(compose_train, folder / "checkpoints" / "last.ckpt", *val), abs=1e-4)
         scores.append(logged)
         tensorboard = EventAccumulator(str(folder / "tensorboard"), size_guidance={"images": 0})
         tensorboard.Reload()  # panels of images validated on either rank, gathered on rank 0
@@ -228,7 +235,8 @@ def test_kill_mid_epoch_and_resume_matches_the_uninterrupted_run(tmp_path):
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
         "callbacks.step_checkpoint.every_n_train_steps=3",
-        "model.scheduler={_target_:rawsr.training.PaperSchedule,decay:0.5,decay_epochs:20,final_lr:1e-5}",
+        "model/scheduler=paper",
+        "model.scheduler.decay=0.5",
     )
     env = _env(tmp_path)
     command = [sys.executable, "-m", "rawsr.train", *args]

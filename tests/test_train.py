@@ -26,6 +26,7 @@ SMALL_DATA = (
     "data.num_workers=0",
     "data.val.val_crops=64",
     "data.val.val_samples=2",
+    "trainer.check_val_every_n_epoch=1",
 )
 
 
@@ -200,7 +201,6 @@ def test_trains_from_a_prepared_raw_folder(compose_train, tmp_path):
         f"data.root={raws}",
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.val.val_crops=32",
-        "data.val.val_samples=2",
         "data.train.val_files=[shot0]",
         *NARROW,
         *SMALL_DATA[:3],
@@ -244,3 +244,23 @@ def test_a_linear_loss_without_linear_targets_names_the_key(compose_train, tmp_p
     )
     with pytest.raises(ConfigError, match=r"'model.linear_loss_weight': 1.0 needs .* set model.linear_loss_weight=0"):
         fast_dev_fit(cfg)
+
+
+def test_one_seed_gives_one_data_stream_whatever_the_architecture(compose_train, monkeypatch):
+    """Ablations are compared seed by seed: building a different network must not shift the training data."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    original = RawSRModule.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.setdefault(self.hparams.net["_target_"] + str(self.hparams.net["width"]), []).append(batch["lr_raw"])
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(RawSRModule, "training_step", recording)
+    quick = (*SMALL_DATA, "data.train.samples_per_epoch=8", "trainer.max_epochs=1", "~logger", "~callbacks")
+    for width in (8, 16):  # a different number of parameters drawn from the generator before training starts
+        cfg = compose_train(*quick, f"model.net.width={width}", "model.net.growth=4", "model.net.dense_layers=1")
+        train(cfg)
+    first, second = seen.values()
+    assert len(first) == len(second) == 2
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
