@@ -283,6 +283,12 @@ def test_a_run_stopped_and_continued_ends_with_the_same_average(reference, compo
     assert_same_final_state(reference[1] / "last.ckpt", checkpoints(stopped) / "last.ckpt")
 
 
+def test_resuming_an_averaged_run_without_the_average_is_refused(reference, compose_train):
+    cfg = compose_train(*[o for o in TINY if o != "callbacks/ema=on"], f"resume={reference[1] / 'last.ckpt'}")
+    with pytest.raises(ConfigError, match=r"^config key 'callbacks.ema': .*resume it with callbacks/ema=on"):
+        train(cfg)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # the option
 
