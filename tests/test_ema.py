@@ -325,3 +325,21 @@ def test_weights_only_checkpoints_are_refused(compose_train):
     datamodule, model, trainer = instantiate_all(cfg)
     with pytest.raises(ConfigError, match=r"^config key 'callbacks.ema': .*save_weights_only=true"):
         trainer.fit(model, datamodule=datamodule)
+
+
+def test_a_renamed_layer_is_renamed_in_the_average_and_in_the_training_weights():
+    from rawsr.training import upgrade_checkpoint
+    from rawsr.training.legacy import LEGACY_STATE_PREFIXES
+
+    ((old, new),) = LEGACY_STATE_PREFIXES.items()
+    weights = {f"{old}head.weight": torch.ones(1), "net.body.bias": torch.zeros(1)}
+    checkpoint = {"state_dict": dict(weights), "current_model_state": dict(weights)}
+    upgrade_checkpoint(checkpoint)
+    assert (
+        checkpoint["state_dict"].keys()
+        == checkpoint["current_model_state"].keys()
+        == {
+            f"{new}head.weight",
+            "net.body.bias",
+        }
+    )
