@@ -1,5 +1,5 @@
 """The exponential moving average of the weights (``callbacks/ema=on``): the average against a NumPy computation of
-the weight trajectory, validation and checkpoints on the average, and an exact resume after a crash or a stop."""
+the weight trajectory, validation and checkpoints on the average, and an exact resume after a kill or a stop."""
 
 from __future__ import annotations
 
@@ -109,6 +109,7 @@ def tiny(compose_train, *overrides: str):
 
 
 def checkpoints(cfg) -> Path:
+    """The checkpoints folder of the run of ``cfg``."""
     return Path(cfg.paths.ckpt_dir)
 
 
