@@ -161,6 +161,22 @@ def checkpoint_position(path: Path) -> tuple[int, int]:
         raise ConfigError(f"config key 'resume': {path} is not a readable Lightning checkpoint ({error})") from error
 
 
+def check_resumed_average(cfg: DictConfig, path: Path | None) -> None:
+    """Refuse to resume, without ``callbacks.ema``, a checkpoint written with it: its ``state_dict`` holds the
+    averaged weights, from which training would go on in place of the training weights it keeps beside them."""
+    if path is None or (cfg.get("callbacks") or {}).get("ema") is not None:
+        return
+    import torch
+
+    from rawsr.training.ema import TRAINING_WEIGHTS
+
+    if TRAINING_WEIGHTS in torch.load(path, map_location="cpu", weights_only=True, mmap=True):
+        raise ConfigError(
+            f"config key 'callbacks.ema': {shown_path(path)} holds a moving average of the weights (it was trained "
+            "with callbacks/ema=on); resume it with callbacks/ema=on"
+        )
+
+
 #: The run folders this process has announced (:func:`announce_run`): removing one after a failed start is said.
 ANNOUNCED: set[str] = set()
 
@@ -249,6 +265,7 @@ def train(cfg: DictConfig) -> float | None:
     check_scales(cfg)
     check_data_paths(cfg.data)
     ckpt_path = announce_run(cfg, checkpoint)
+    check_resumed_average(cfg, checkpoint)
     set_threads(cfg.get("threads"))
 
     import lightning as L

@@ -4,6 +4,7 @@
 - :mod:`rawsr.training.schedule`: :class:`PaperSchedule`, the released code's learning-rate schedule.
 - :mod:`rawsr.training.checkpoints`: checkpoints written whole or not at all; :func:`load_checkpoint`.
 - :mod:`rawsr.training.legacy`: :func:`upgrade_checkpoint`, checkpoints of release 0.1.0 under the current names.
+- :mod:`rawsr.training.ema`: :class:`ExponentialMovingAverage` of the weights (``callbacks/ema=on``).
 - :mod:`rawsr.training.resume`: random states in checkpoints and an exact mid-epoch resume.
 - :mod:`rawsr.training.panels`: image panels for W&B and TensorBoard.
 - :mod:`rawsr.training.progress`: the progress bar.
@@ -15,6 +16,7 @@
 
 from rawsr.training.checkpoints import AtomicCheckpointIO, AtomicCheckpoints, load_checkpoint
 from rawsr.training.ddp import HydraDDPStrategy, release_distributed
+from rawsr.training.ema import ExponentialMovingAverage
 from rawsr.training.legacy import upgrade_checkpoint
 from rawsr.training.module import RawSRModule
 from rawsr.training.panels import ImagePanels
@@ -27,6 +29,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "AtomicCheckpoints",
     "DeferredSlurmRequeue",
+    "ExponentialMovingAverage",
     "HydraDDPStrategy",
     "ImagePanels",
     "PaperSchedule",

@@ -53,6 +53,9 @@ class AtomicCheckpoints(Callback):
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt_path") -> RawSRModule:
     """Load a :class:`RawSRModule` from a checkpoint written by ``rawsr.train``, with ``weights_only=True``.
 
+    The weights are the checkpoint's ``state_dict``: for a run with the moving average of the weights
+    (``callbacks/ema=on``), the averaged weights (the training weights beside them are not read).
+
     Raises ``FileNotFoundError`` or ``ValueError`` when the file is missing or not a rawsr checkpoint, with one
     message naming the config key ``key`` and the path.
     """

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from rawsr.training.ema import TRAINING_WEIGHTS
+
 LEGACY_STATE_PREFIXES = {"net.colour.": "net.color."}
 """State-dict key prefixes renamed since release 0.1.0 (``RawSRNet.colour`` became ``RawSRNet.color``)."""
 
@@ -41,16 +43,19 @@ def _rename_targets(value: Any) -> Any:
 def upgrade_checkpoint(checkpoint: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Bring a checkpoint dictionary (as ``torch.load`` returns it) of an earlier release up to this one, in place.
 
-    - ``state_dict``: keys under ``net.colour.`` become ``net.color.`` (:data:`LEGACY_STATE_PREFIXES`);
+    - ``state_dict`` and, in a checkpoint of a run with the moving average of the weights, the training weights
+      beside it (``current_model_state``): keys under ``net.colour.`` become ``net.color.``
+      (:data:`LEGACY_STATE_PREFIXES`);
     - ``hyper_parameters``: ``_target_`` strings of moved classes get their new path (:data:`LEGACY_TARGETS`).
 
     A network mapping without ``_target_`` (release 0.1.0) stays as it is: :class:`rawsr.training.RawSRModule`
     reads it as the keyword arguments of :class:`rawsr.model.RawSRNet`. A current checkpoint is left unchanged.
     Returns ``checkpoint`` itself.
     """
-    state = checkpoint.get("state_dict")
-    if isinstance(state, MutableMapping):
-        _rename_prefixes(state)
+    for key in ("state_dict", TRAINING_WEIGHTS):
+        state = checkpoint.get(key)
+        if isinstance(state, MutableMapping):
+            _rename_prefixes(state)
     hparams = checkpoint.get("hyper_parameters")
     if isinstance(hparams, MutableMapping):
         _rename_targets(hparams)
