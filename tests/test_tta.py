@@ -1,11 +1,13 @@
-"""The self-ensemble's geometry: the mirror extension, and the eight flips and transposes, which keep the mosaic RGGB
-and are undone exactly."""
+"""The self-ensemble: the eight flips and transposes keep the mosaic RGGB and are undone exactly; tiled and streamed,
+the ensemble is the mean over the transformed whole images, leaves an equivariant model unchanged and changes one that
+is not."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rawsr.imaging import mosaic_rggb
 from rawsr.inference.geometry import (
@@ -17,6 +19,10 @@ from rawsr.inference.geometry import (
     reflect_extend,
     reversed_axes,
 )
+from rawsr.inference.tiling import tiled_forward, tiled_rows
+
+SITES = ((0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 2))
+"""``(row, column, colour)`` of the four sites of an RGGB cell."""
 
 
 def images(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,6 +33,53 @@ def images(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Pixel repetition: one LR pixel becomes ``scale x scale`` output pixels."""
     return x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
+def colour_planes(raw: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` RGGB mosaic -> ``(N, 3, H, W)``: each sample in its colour's plane, zeros elsewhere. It is
+    pointwise, so exact under tiling, and puts a sample in the wrong plane when a tile is not RGGB."""
+    planes = raw.new_zeros(raw.shape[0], 3, *raw.shape[-2:])
+    for dy, dx, colour in SITES:
+        planes[:, colour, dy::2, dx::2] = raw[:, 0, dy::2, dx::2]
+    return planes
+
+
+def bilinear_demosaic(raw: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` RGGB -> ``(N, 3, H, W)``: each colour the mean of its samples among the 3x3 neighbours
+    (the mirror image past the border), which commutes with flips and transposes of RGGB mosaics."""
+    planes = F.pad(colour_planes(raw), (1, 1, 1, 1), mode="reflect")
+    counts = F.pad(colour_planes(torch.ones_like(raw)), (1, 1, 1, 1), mode="reflect")
+    box = torch.ones(3, 1, 3, 3, dtype=raw.dtype)
+    return F.conv2d(planes, box, groups=3) / F.conv2d(counts, box, groups=3)
+
+
+def equivariant(scale: int, demosaic=colour_planes):
+    """A model that commutes with the flips and transposes: a demosaic that does, half the reference, repeated."""
+    return lambda raw, ref: upsample(0.5 * demosaic(raw) + 0.5 * ref, scale)
+
+
+def oriented(scale: int):
+    """A model that does not commute with them: its output rises from left to right in every tile, and depends on
+    the whole tile (like the network's channel attention); always in (0, 1), so clipping does not enter."""
+
+    def fn(raw, ref):
+        ramp = torch.linspace(-1, 1, raw.shape[-1])
+        x = 0.5 * ref + raw.mean(dim=(1, 2, 3), keepdim=True) + 0.8 * ramp
+        return torch.sigmoid(upsample(x - 0.6, scale))
+
+    return fn
+
+
+def ensemble_of_whole_images(fn, raw, ref, tile, scale, **kwargs) -> torch.Tensor:
+    """The self-ensemble by its definition: the mean over the transforms of the tiled output of each transformed
+    whole image, transformed back."""
+    outs = [
+        dihedral_inverse(
+            tiled_forward(fn, dihedral_transform(raw, g), dihedral_transform(ref, g), tile, scale, **kwargs), g, scale
+        )
+        for g in DIHEDRAL
+    ]
+    return torch.stack(outs).mean(0)
 
 
 # ------------------------------------------------------------------------------------------------ the transforms
@@ -79,3 +132,90 @@ def test_every_transformed_mosaic_is_the_rggb_mosaic_of_the_transformed_image(g)
     assert torch.equal(dihedral_transform(mosaic_rggb(rgb), g), mosaic_rggb(dihedral_transform(rgb, g)))
     if any(reversed_axes(g)):  # a plain flip would not do: its mosaic starts with a G or B sample
         assert not torch.equal(orient(mosaic_rggb(rgb), g), mosaic_rggb(orient(rgb, g)))
+
+
+# ------------------------------------------------------------------------------------------------ tiled ensemble
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "tile", "scale", "overlap", "blend"),
+    [
+        (70, 52, 16, 2, None, "linear"),
+        (70, 52, 16, 2, None, "mean"),
+        (38, 66, 16, 3, 6, "linear"),
+        (34, 20, 16, 4, 0, "mean"),
+        (16, 18, 16, 2, None, "linear"),
+    ],
+)
+def test_tiled_ensemble_is_the_mean_over_the_transformed_whole_images(h, w, tile, scale, overlap, blend):
+    raw, ref = images(h, w, seed=h + w)
+    fn = oriented(scale)
+    kwargs = {"overlap": overlap, "blend": blend}
+    expected = ensemble_of_whole_images(fn, raw, ref, tile, scale, **kwargs)
+    got = tiled_forward(fn, raw, ref, tile, scale, tta=True, batch=3, **kwargs)
+    assert got.shape == (1, 3, scale * h, scale * w)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    streamed = list(tiled_rows(fn, raw, ref, tile, scale, tta=True, batch=3, **kwargs))
+    assert max(b.shape[-2] for b in streamed) <= scale * tile
+    torch.testing.assert_close(torch.cat(streamed, dim=2), got, atol=0, rtol=0)
+
+
+def test_ensemble_with_a_mirrored_border_is_the_ensemble_of_the_mirrored_image():
+    raw, ref = images(40, 34, seed=7)
+    fn, pad = oriented(2), 6
+    mirrored = [
+        torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect"))
+        for x in (raw, ref)
+    ]
+    expected = tiled_forward(fn, *mirrored, 16, 2, tta=True)[..., 2 * pad : -2 * pad, 2 * pad : -2 * pad]
+    torch.testing.assert_close(tiled_forward(fn, raw, ref, 16, 2, pad=pad, tta=True), expected, atol=0, rtol=0)
+    streamed = torch.cat(list(tiled_rows(fn, raw, ref, 16, 2, pad=pad, tta=True)), dim=2)
+    torch.testing.assert_close(streamed, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("scale", "blend", "overlap"), [(2, "linear", None), (3, "mean", None), (4, "linear", 4)])
+def test_an_equivariant_model_gives_the_same_output_with_and_without_tta(scale, blend, overlap):
+    raw, ref = images(54, 70, seed=scale)
+    fn = equivariant(scale)
+    plain = tiled_forward(fn, raw, ref, 16, scale, overlap=overlap, blend=blend)
+    torch.testing.assert_close(plain, upsample(0.5 * colour_planes(raw) + 0.5 * ref, scale))  # tiling is exact
+    ensemble = tiled_forward(fn, raw, ref, 16, scale, overlap=overlap, blend=blend, tta=True)
+    torch.testing.assert_close(ensemble, plain, atol=1e-6, rtol=0)
+    streamed = torch.cat(list(tiled_rows(fn, raw, ref, 16, scale, overlap=overlap, blend=blend, tta=True)), dim=2)
+    torch.testing.assert_close(streamed, plain, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(22, 26), (30, 14)])
+def test_an_equivariant_demosaic_gives_the_same_output_with_and_without_tta(h, w):
+    """Bilinear demosaicing reads the neighbours: one tile holds the whole image (and its mirrored margin)."""
+    raw, ref = images(h, w, seed=h)
+    fn = equivariant(2, bilinear_demosaic)
+    plain = tiled_forward(fn, raw, ref, 32, 2)
+    torch.testing.assert_close(plain, fn(raw, ref))
+    torch.testing.assert_close(tiled_forward(fn, raw, ref, 32, 2, tta=True), plain, atol=1e-6, rtol=0)
+
+
+def test_a_model_that_is_not_equivariant_changes_with_tta():
+    raw, ref = images(54, 70, seed=1)
+    fn = oriented(2)
+    plain = tiled_forward(fn, raw, ref, 16, 2)
+    ensemble = tiled_forward(fn, raw, ref, 16, 2, tta=True)
+    assert (ensemble - plain).abs().mean() > 0.01
+
+    # the tiles' left-to-right ramps average out over the flips: the ensemble's column means vary less
+    def spread(image):
+        columns = image.mean(dim=(0, 1, 2))[8:-8]
+        return float(columns.max() - columns.min())
+
+    assert spread(ensemble) < 0.5 * spread(plain)
+
+
+def test_a_demosaic_with_the_wrong_phase_would_be_seen():
+    """The equivariance tests can fail: a model that assumes GRBG is not left unchanged by the ensemble."""
+    raw, ref = images(54, 70, seed=2)
+
+    def grbg(raw, ref):
+        return equivariant(2)(raw[..., :, list(range(1, raw.shape[-1])) + [raw.shape[-1] - 2]], ref)
+
+    plain = tiled_forward(grbg, raw, ref, 16, 2)
+    assert (tiled_forward(grbg, raw, ref, 16, 2, tta=True) - plain).abs().max() > 0.1
