@@ -1,8 +1,10 @@
-"""The self-ensemble: the eight flips and transposes keep the mosaic RGGB and are undone exactly; tiled and streamed,
-the ensemble is the mean over the transformed whole images, leaves an equivariant model unchanged and changes one that
-is not."""
+"""The self-ensemble: the eight flips and transposes keep the mosaic RGGB and are undone exactly; tiled, streamed and
+through :func:`rawsr.inference.super_resolve`, the ensemble is the mean over the transformed whole images, leaves an
+equivariant model unchanged and changes one that is not."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rawsr.imaging import mosaic_rggb
+from rawsr.inference import super_resolve
 from rawsr.inference.geometry import (
     DIHEDRAL,
     IDENTITY,
@@ -219,3 +222,31 @@ def test_a_demosaic_with_the_wrong_phase_would_be_seen():
 
     plain = tiled_forward(grbg, raw, ref, 16, 2)
     assert (tiled_forward(grbg, raw, ref, 16, 2, tta=True) - plain).abs().max() > 0.1
+
+
+# ------------------------------------------------------------------------------------------------ super_resolve
+
+
+class Equivariant(torch.nn.Module):
+    """:func:`equivariant` with the network's interface."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, raw, ref, wb=None, ccm=None):
+        return {"srgb": self.weight * equivariant(self.scale)(raw, ref)}
+
+
+def test_super_resolve_takes_tta_and_pad():
+    raw, ref = (torch.cat(x) for x in zip(images(40, 36, 0), images(40, 36, 1), strict=True))
+    net = Equivariant(2)
+    plain = super_resolve(net, raw, ref, 16, 2)
+    assert plain.shape == (2, 3, 80, 72)
+    for tta, pad in itertools.product((False, True), (0, 4)):
+        torch.testing.assert_close(super_resolve(net, raw, ref, 16, 2, tta=tta, pad=pad), plain, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="pad must be an even integer"):
+        super_resolve(net, raw, ref, 16, 2, pad=3)
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        super_resolve(net, raw, ref, 16, 2, tta=1)
