@@ -99,6 +99,30 @@ def test_compare_limit_and_images(demo_eval_cfg, tmp_path):
     assert images == ["images/a/0000.png", "images/b/0000.png", "images/bicubic/0000.png"]
 
 
+def test_tta_and_border_pad_score_the_ensemble(demo_eval_cfg):
+    """``tta`` and ``border_pad`` reach the tiled inference; the default is the paper's protocol (the table test)."""
+    from rawsr.config import instantiate
+    from rawsr.inference import super_resolve
+
+    make, ckpt = demo_eval_cfg
+    summary = evaluate(make("tta=true", "border_pad=4", "limit=1"))
+    module = load_checkpoint(ckpt)
+    paper = OmegaConf.load(config_dir() / "degradation" / "paper.yaml")
+    cfg = make()
+    datamodule = instantiate(cfg.data, degradation=instantiate(paper, scale=2))
+    datamodule.setup("validate")
+    batch = datamodule.degrade(next(iter(datamodule.val_dataloader())), training=False)
+    target = batch["hr_srgb"][0].permute(1, 2, 0).numpy()
+    outputs = {
+        (tta, pad): super_resolve(module.net, batch["lr_raw"], batch["lr_ref"], 32, 2, tta=tta, pad=pad)
+        for tta, pad in ((True, 4), (False, 0))
+    }
+    psnr = {k: numpy_psnr(v[0].permute(1, 2, 0).numpy(), target) for k, v in outputs.items()}
+    assert summary[1]["images"] == 1
+    assert summary[1]["psnr"] == pytest.approx(psnr[True, 4], abs=1e-4)
+    assert abs(psnr[True, 4] - psnr[False, 0]) > 1e-3  # a different output than the paper's protocol
+
+
 def test_basicsr_protocol_is_y_channel_with_border_crop():
     torch.manual_seed(0)
     target = torch.rand(1, 3, 40, 40)
@@ -123,6 +147,10 @@ def test_bad_inputs_name_the_key(demo_eval_cfg, tmp_path):
         evaluate(make(f"ckpt_path={junk}"))
     with pytest.raises(ConfigError, match="protocol"):
         evaluate(make("protocol=y"))
+    with pytest.raises(ConfigError, match="config key 'tta': expected true or false"):
+        evaluate(make("tta=maybe"))
+    with pytest.raises(ConfigError, match="config key 'border_pad': expected an even integer >= 0"):
+        evaluate(make("border_pad=3"))
     x4 = save_checkpoint(tmp_path / "x4.ckpt", scale=4)
     with pytest.raises(ConfigError, match="compare.*x4"):
         evaluate(make(f"compare=[{x4}]"))

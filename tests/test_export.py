@@ -85,12 +85,14 @@ def test_onnx_agrees_with_pytorch_on_a_real_raw_tile(exported, raw_samples):
     assert diff <= 1e-4
 
 
-def test_onnxruntime_backend_gives_the_pytorch_png(exported, tmp_path):
+@pytest.mark.parametrize("options", [(), ("tta=true",)])
+def test_onnxruntime_backend_gives_the_pytorch_png(exported, tmp_path, options):
+    """Also with the self-ensemble, whose flipped and transposed tiles keep the exported model's tile size."""
     ckpt, onnx_path = exported
     source = write_bayer_dng(tmp_path / "scene.dng", linear_scene(80, 112), "GRBG", wb=(1.9, 1.0, 1.5))
     from rawsr.predict import run
 
-    common = [f"input={source}", "device=cpu", "preview=false"]
+    common = [f"input={source}", "device=cpu", "preview=false", *options]
     assert run(compose(f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'pt'}", *common)) == 0
     ort_cfg = compose(f"model_path={onnx_path}", "backend=onnxruntime", f"output_dir={tmp_path / 'ort'}", *common)
     assert run(ort_cfg) == 0

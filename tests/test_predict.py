@@ -314,6 +314,58 @@ def test_colour_pipeline_and_bayer_alignment_for_all_patterns(tmp_path, monkeypa
     assert all(np.array_equal(o, outputs[0]) for o in outputs)  # the same colour whatever the layout
 
 
+class EdgeDarkening(torch.nn.Module):
+    """Stands in for the network at an image's border: the reference through the network's own layers, a
+    zero-padded 3x3 convolution (a mean) and a 4x4 stride-2 transposed convolution (pixel repetition inside), both
+    of which darken the outermost pixels as they do in the network; a flat reference comes out flat inside."""
+
+    def __init__(self) -> None:
+        from rawsr.model.blocks import conv, deconv
+
+        super().__init__()
+        self.mean, self.up = conv(3, 3), deconv(3, 3, stride=2)
+        with torch.no_grad():
+            for layer, value in ((self.mean[0], 1 / 9), (self.up[0], 1 / 4)):
+                layer.weight.zero_()
+                layer.bias.zero_()
+                for c in range(3):
+                    layer.weight[c, c] = value
+
+    def forward(self, raw, ref, wb=None, ccm=None):
+        return {"srgb": self.up(self.mean(ref))}
+
+
+def border_contrast(image: np.ndarray) -> float:
+    """Largest |mean of an outermost row or column - mean of the inside| of ``image (H, W, 3)`` in [0, 1]."""
+    inside = image[8:-8, 8:-8].mean()
+    return max(abs(edge.mean() - inside) for edge in (image[0], image[-1], image[:, 0], image[:, -1]))
+
+
+@pytest.mark.parametrize("overrides", [(), ("tta=true",)])
+def test_predictions_have_no_dark_border(tmp_path, monkeypatch, overrides):
+    """A flat photograph through layers that darken their input's border: the default ``border_pad`` mirrors the
+    border into the tile, and the outermost rows and columns are as bright as the inside; without it they are
+    not."""
+    stub = StubModule(EdgeDarkening(), scale=2, tile=64)
+    monkeypatch.setattr("rawsr.training.load_checkpoint", lambda path, map_location="cpu": stub)
+    (tmp_path / "model.ckpt").write_bytes(b"stub")
+    write_bayer_dng(tmp_path / "flat.dng", np.broadcast_to([0.2, 0.45, 0.3], (28, 30, 3)), "RGGB", wb=(2.0, 1.0, 1.5))
+    outputs = {}
+    for name, pad in (("default", ()), ("none", ("border_pad=0",))):
+        paths = (
+            f"ckpt_path={tmp_path / 'model.ckpt'}",
+            f"input={tmp_path / 'flat.dng'}",
+            f"output_dir={tmp_path / name}",
+        )
+        assert run(compose(*paths, *overrides, *pad)) == 0
+        outputs[name] = read_png(tmp_path / name / "flat_x2.png").astype(np.float64) / 65535
+    assert outputs["default"].shape == (56, 60, 3)
+    assert border_contrast(outputs["none"]) > 0.05  # the layers do darken a border left at the tile's border
+    assert border_contrast(outputs["default"]) < 1e-4
+    flat = np.broadcast_to(outputs["default"][8:-8, 8:-8].mean((0, 1)), outputs["default"].shape)
+    np.testing.assert_allclose(outputs["default"], flat, atol=1e-4, rtol=0)  # every pixel, each colour
+
+
 @pytest.mark.parametrize("scale", [2, 4])
 def test_predict_all_bayer_patterns(tmp_path, scale):
     ckpt = save_checkpoint(tmp_path / "model.ckpt", scale=scale, tile=16)
@@ -379,6 +431,8 @@ def test_nan_output_is_reported_not_written(tmp_path, monkeypatch, capsys):
         (("ckpt_path={ckpt}", "input={dng}", "precision=16"), "config key 'precision'"),
         (("ckpt_path={ckpt}", "input={dng}", "adjust_maximum=1.2"), "config key 'adjust_maximum'"),
         (("ckpt_path={ckpt}", "input={dng}", "blend=max"), r"config key 'blend': expected one of \['linear', 'mean'\]"),
+        (("ckpt_path={ckpt}", "input={dng}", "border_pad=3"), "config key 'border_pad': expected an even integer >= 0"),
+        (("ckpt_path={ckpt}", "input={dng}", "tta=maybe"), "config key 'tta': expected true or false"),
         (("ckpt_path={ckpt}", "input={dng}", "device=gpu"), "config key 'device': expected auto, cpu, cuda or cuda:N"),
         (("ckpt_path={missing}", "input={dng}"), "config key 'ckpt_path': no checkpoint file"),
         (("ckpt_path={dng}", "input={dng}"), r"config key .ckpt_path.: .* is not a rawsr checkpoint \(not a file"),

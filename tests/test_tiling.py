@@ -157,6 +157,65 @@ def test_bad_arguments_are_named():
         tiled_forward(upsample_ref(4), raw, ref, tile=16, scale=2)
 
 
+# ------------------------------------------------------------------------------------------------ borders
+
+
+def zero_padded_blur(scale: int):
+    """A tile function that darkens the border of its input, as the network's zero-padded convolutions do: a 5x5
+    box blur of the reference with zero padding, repeated ``scale`` times."""
+    box = torch.ones(3, 1, 5, 5) / 25
+
+    def fn(raw, ref):
+        return F.interpolate(F.conv2d(ref, box, padding=2, groups=3), scale_factor=scale, mode="nearest")
+
+    return fn
+
+
+def border_contrast(out: torch.Tensor) -> float:
+    """Largest |mean of an outermost output row or column - mean of the inside| of ``out (1, 3, H, W)``."""
+    inside = out[..., 8:-8, 8:-8].mean()
+    edges = (out[..., 0, :], out[..., -1, :], out[..., :, 0], out[..., :, -1])
+    return max(float((e.mean() - inside).abs()) for e in edges)
+
+
+@pytest.mark.parametrize("blend", ["linear", "mean"])
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_mirrored_border_keeps_the_border_of_a_flat_image(blend, tta):
+    """One tile holds the mirrored image: the output is flat to its last pixel."""
+    raw, ref = torch.full((1, 1, 20, 24), 0.3), torch.full((1, 3, 20, 24), 0.6)
+    fn = zero_padded_blur(2)
+    darkened = tiled_forward(fn, raw, ref, 32, 2, blend=blend, tta=tta)
+    assert border_contrast(darkened) > 0.1  # what the network does to a border left at a tile's border
+    fixed = tiled_forward(fn, raw, ref, 32, 2, blend=blend, pad=4, tta=tta)
+    assert fixed.shape == darkened.shape
+    torch.testing.assert_close(fixed, torch.full_like(fixed, 0.6), atol=1e-6, rtol=0)
+    streamed = torch.cat(list(tiled_rows(fn, raw, ref, 32, 2, blend=blend, pad=4, tta=tta)), dim=2)
+    torch.testing.assert_close(streamed, fixed, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_mirrored_border_is_as_bright_as_the_inside_across_many_tiles(tta):
+    """Many tiles: the feathered blend hides the tiles' own darkened borders inside the image (to a few
+    thousandths here); with the image's border mirrored into the tiles, its outermost rows and columns match."""
+    raw, ref = torch.full((1, 1, 100, 84), 0.3), torch.full((1, 3, 100, 84), 0.6)
+    fn = zero_padded_blur(2)
+    assert border_contrast(tiled_forward(fn, raw, ref, 32, 2, tta=tta)) > 0.1
+    assert border_contrast(tiled_forward(fn, raw, ref, 32, 2, pad=4, tta=tta)) < 0.01
+
+
+@pytest.mark.parametrize(("h", "w", "pad"), [(44, 36, 4), (10, 14, 16), (40, 40, 2)])
+def test_pad_is_a_mirrored_image_cropped_back(h, w, pad):
+    """``pad`` equals mirroring with NumPy (``mode="reflect"``, repeated where the pad is longer than the image),
+    tiling that, and cropping the output."""
+    raw, ref = images(h, w, seed=h)
+    fn = tile_dependent(2)
+    mirrored = [np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect") for x in (raw, ref)]
+    expected = tiled_forward(fn, *map(torch.from_numpy, mirrored), 16, 2)[..., 2 * pad : -2 * pad, 2 * pad : -2 * pad]
+    torch.testing.assert_close(tiled_forward(fn, raw, ref, 16, 2, pad=pad), expected, atol=0, rtol=0)
+    streamed = torch.cat(list(tiled_rows(fn, raw, ref, 16, 2, pad=pad)), dim=2)
+    torch.testing.assert_close(streamed, expected, atol=0, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------------ streaming
 
 
@@ -194,8 +253,8 @@ def test_streaming_band_stays_bounded():
     seen = []
     original = tiling._Accumulator.add
 
-    def spy(self, tiles, y, xs):
-        original(self, tiles, y, xs)
+    def spy(self, tiles, y, xs, factors=None):
+        original(self, tiles, y, xs, factors)
         seen.append((self.acc.shape, self.acc.data_ptr(), self.weight.shape))
 
     raw, ref = images(400, 24)

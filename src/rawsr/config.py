@@ -49,6 +49,13 @@ def require_positive_int(value: Any, key: str, *, even: bool = False) -> None:
     require(ok, key, "a positive even integer" if even else "a positive integer", value)
 
 
+def require_even_int(value: Any, key: str, low: int = 0) -> int:
+    """Return ``value`` if it is an even integer ``>= low``, else raise naming ``key``."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and value % 2 == 0
+    require(ok, key, f"an even integer >= {low}", value)
+    return value
+
+
 def require_scale(value: Any, key: str) -> int:
     """Return ``value`` if it is one of :data:`SCALES`, else raise naming ``key``."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value in SCALES

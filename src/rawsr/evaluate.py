@@ -3,7 +3,9 @@
 The paper's protocol: inference in overlapping tiles of the training crop with half-tile stride, overlaps
 averaged, output clipped to [0, 1]; PSNR over full RGB with no border crop, SSIM (11x11 Gaussian, sigma 1.5),
 each averaged over images. ``protocol=basicsr`` scores the Y channel with a border crop of the scale instead.
-Every table has a ``bicubic`` row (the LR reference upsampled) scored on the same images.
+Every table has a ``bicubic`` row (the LR reference upsampled) scored on the same images. ``tta=true`` (the
+self-ensemble over the eight flips and transposes) and ``border_pad`` (the images' borders mirrored into the tiles)
+are this project's options, off by default so that the tables follow the paper's protocol.
 
 A source of HR linear images (``data=demo``, ``data=raw_folder``) is degraded with the simulation the checkpoint was
 trained with (its ``degradation`` hyper-parameter) unless ``degradation=NAME`` names a preset; a checkpoint that
@@ -22,7 +24,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rawsr.cli import check_data_paths, check_output_folder, launch, resolve_device, run_entry
-from rawsr.config import ConfigError, config_dir, instantiate, require_choice
+from rawsr.config import ConfigError, config_dir, instantiate, require_bool, require_choice, require_even_int
 
 if TYPE_CHECKING:
     import torch
@@ -128,11 +130,13 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from rawsr.inference import BLENDS
+    from rawsr.inference import BLENDS, super_resolve
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
     require_choice(cfg.blend, "blend", BLENDS)
+    require_bool(cfg.tta, "tta")
+    require_even_int(cfg.border_pad, "border_pad")
     device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
@@ -168,7 +172,18 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         image_id = int(batch["index"][0])
         outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
         for name, module in modules.items():
-            outputs[name] = module.super_resolve(batch, blend=cfg.blend)
+            outputs[name] = super_resolve(
+                module.net,
+                batch["lr_raw"],
+                batch["lr_ref"],
+                module.tile,
+                module.scale,
+                wb=batch.get("wb"),
+                ccm=batch.get("ccm"),
+                blend=cfg.blend,
+                pad=cfg.border_pad,
+                tta=cfg.tta,
+            )
         for name, output in outputs.items():
             per_image.append({"model": name, "image": image_id, **score(output, target, first.scale, cfg.protocol)})
             if cfg.save_images:

@@ -10,10 +10,13 @@ For each raw file:
    white-balance gains, colour matrix, sRGB OETF, quantised to 8 bits (:func:`render_reference`). The
    released code uses LibRaw's default rendering instead; this project uses the same pipeline as its
    training data (:mod:`rawsr.imaging`), so training and inference references match.
-3. The network runs on tiles of the checkpoint's training crop (:mod:`rawsr.inference.tiling`), streamed by rows: the
-   full-size HR image is never held; output rows go straight to a 16-bit PNG or TIFF and to a small 8-bit
-   preview, both written atomically. ``format=dng`` (or a list, ``format=[png,dng]``, from one network run) also
-   writes the network's HR linear output (camera RGB, before the colour branch) as a linear DNG for raw developers.
+3. The network runs on tiles of the checkpoint's training crop (:mod:`rawsr.inference.tiling`), streamed by rows,
+   on the image mirror-extended by ``border_pad`` LR pixels on every side (cropped from the output: the network
+   darkens the outermost pixels of its input), and with ``tta=true`` also on the flipped and transposed tiles,
+   averaged (the self-ensemble, eight times the network time). The full-size HR image is never held; output rows
+   go straight to a 16-bit PNG or TIFF and to a small 8-bit preview, both written atomically. ``format=dng`` (or a
+   list, ``format=[png,dng]``, from one network run) also writes the network's HR linear output (camera RGB, before
+   the colour branch) as a linear DNG for raw developers.
    Every output carries the source's orientation, camera and capture time, and how it was made.
 4. ``backend=onnxruntime`` runs a model exported by ``python -m rawsr.export`` (``model_path=MODEL.onnx``) instead.
 
@@ -37,7 +40,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from rawsr.cli import EXIT_SKIPPED, check_output_folder, launch, resolve_device, run_entry
-from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
+from rawsr.config import (
+    ConfigError,
+    config_dir,
+    require,
+    require_bool,
+    require_choice,
+    require_even_int,
+    require_positive_int,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -203,7 +214,17 @@ def predict_file(
     else:
         fn = tile_function(model.net, image.wb, image.ccm, device=device, precision=str(cfg.precision), linear=linear)
     blocks = tiled_rows(
-        fn, raw_t, ref_t, model.tile, scale, cfg.overlap, cfg.blend, cfg.tile_batch, channels=6 if linear else 3
+        fn,
+        raw_t,
+        ref_t,
+        model.tile,
+        scale,
+        cfg.overlap,
+        cfg.blend,
+        cfg.tile_batch,
+        channels=6 if linear else 3,
+        pad=cfg.border_pad,
+        tta=cfg.tta,
     )
     produced = prefetch(_inference(split_rows(to_uint16(b)) for b in blocks))
     preview = Preview(scale * h, scale * w, 3, cfg.preview_max_side) if cfg.preview else None
@@ -242,6 +263,8 @@ def check_config(cfg: DictConfig) -> None:
     require_choice(str(cfg.precision), "precision", PRECISIONS)
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
+    require_even_int(cfg.border_pad, "border_pad")
+    require_bool(cfg.tta, "tta")
     check_adjust_maximum(cfg.adjust_maximum, "adjust_maximum")
     overlap = cfg.overlap
     require(overlap is None or (isinstance(overlap, int) and overlap >= 0), "overlap", "null or an int >= 0", overlap)
@@ -310,11 +333,13 @@ def predict(cfg: DictConfig) -> PredictReport:
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
-        "rawsr.predict: %d file(s), x%d, tile %d, blend %s, device %s, precision %s -> %s",
+        "rawsr.predict: %d file(s), x%d, tile %d, blend %s, border_pad %d, tta %s, device %s, precision %s -> %s",
         len(inputs),
         model.scale,
         model.tile,
         cfg.blend,
+        cfg.border_pad,
+        cfg.tta,
         device,
         cfg.precision,
         output_dir,

@@ -1,6 +1,8 @@
 """Inference on whole images, one path for validation, ``rawsr.evaluate`` and ``rawsr.predict``.
 
-- :mod:`rawsr.inference.tiling`: the network on tiles of its training crop, merged in memory or streamed by rows.
+- :mod:`rawsr.inference.tiling`: the network on tiles of its training crop, merged in memory or streamed by rows;
+  the image's border mirrored into the tiles, and the self-ensemble over flips and transposes.
+- :mod:`rawsr.inference.geometry`: the mirror extension and the eight flips and transposes that keep a mosaic RGGB.
 - :mod:`rawsr.inference.super_resolve`: the network wrapped as a tile function; whole images in memory.
 - :mod:`rawsr.inference.reference`: the LR colour reference of a real photograph.
 - :mod:`rawsr.inference.streaming`: 16-bit rows computed in a background thread while earlier ones are written.

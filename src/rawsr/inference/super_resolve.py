@@ -90,6 +90,8 @@ def super_resolve(
     overlap: int | None = None,
     batch: int = 4,
     precision: str | None = None,
+    pad: int = 0,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Tile-wise sRGB prediction of whole images held in memory (validation and ``rawsr.evaluate``).
 
@@ -105,6 +107,10 @@ def super_resolve(
         overlap: LR overlap of neighbouring tiles; ``None`` is half a tile (the paper's stride).
         batch: tiles per network call.
         precision: see :func:`tile_function`.
+        pad: LR pixels of mirror image added around each image before tiling and cropped from the output, even;
+            0 (the paper's protocol) leaves the image's border at a tile's border, where the network darkens it.
+        tta: average the outputs of the eight flips and transposes (the self-ensemble, eight times the network
+            time); see :mod:`rawsr.inference.tiling`.
 
     Returns:
         ``(B, 3, scale*H, scale*W)`` float32 sRGB, clipped to [0, 1].
@@ -119,7 +125,7 @@ def super_resolve(
             precision=precision,
         )
         image = tiled_forward(
-            fn, raw[i : i + 1], ref[i : i + 1], tile, scale, overlap=overlap, blend=blend, batch=batch
+            fn, raw[i : i + 1], ref[i : i + 1], tile, scale, overlap=overlap, blend=blend, batch=batch, pad=pad, tta=tta
         )
         outputs.append(image)
     return torch.cat(outputs).float().clamp(0, 1)

@@ -3,7 +3,7 @@
 The rawSR network pools its channel attention over the whole input, so its output depends on the input
 size; inference therefore runs on tiles of the training crop size (as the released code does). Tiles
 start every ``tile - overlap`` pixels, the last one clamped to the border, and every origin is even so that
-an RGGB mosaic stays RGGB in every tile.
+an RGGB mosaic stays RGGB in every tile (odd along an axis that the self-ensemble below reverses).
 
 Overlapping high-resolution tiles are merged by a weighted average:
 
@@ -23,13 +23,29 @@ of the output width. Both share :func:`tile_starts`, :func:`blend_window` and on
 Images smaller than a tile are extended by reflection about their last row/column, which keeps the
 Bayer phase, and the output is cropped back (this project's choice; the released code assumes images
 of at least one tile).
+
+Two options of this project, both off by default (the paper's protocol):
+
+- ``pad``: the image is mirror-extended by ``pad`` LR pixels on every side before tiling and the output is
+  cropped back, so that the image's own border lies inside the tiles. The network darkens the outermost pixels
+  of whatever it is given (its convolutions pad with zeros, its transposed convolutions under-cover the edge);
+  inside an image the blend hides that, but at the image's border only one tile covers it.
+- ``tta``: the self-ensemble. Every tile position is also run through the seven other flips and transposes of
+  :mod:`rawsr.inference.geometry`, each undone on the output, and the eight results are averaged: the output is
+  the mean over the transforms ``g`` of ``dihedral_inverse(tiled(dihedral_transform(image, g)), g, scale)``, each
+  tiled and blended on its own, computed tile row by tile row of the original image so that it streams; eight
+  times the network time. (An image smaller than a tile is extended about its own border in every orientation,
+  where the definition would extend each transformed image about its far end.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
+
+from rawsr.inference.geometry import DIHEDRAL, IDENTITY, Dihedral, orient, reflect_extend, reversed_axes, unorient
 
 TileFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(raw (N, 1, T, T), ref (N, 3, T, T)) -> srgb (N, 3, sT, sT)``: the network on a batch of tiles (or
@@ -60,6 +76,24 @@ def tile_starts(size: int, tile: int, stride: int, align: int = ALIGN) -> list[i
     return [*range(0, size - tile, stride), size - tile]
 
 
+def blend_ramp(
+    size: int,
+    ramp: int,
+    blend: str,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The 1-D profile ``(size,)`` of :func:`blend_window`: ones for ``blend="mean"`` or ``ramp <= 0``, else
+    ``min(1, (i + 0.5) / ramp, (size - i - 0.5) / ramp)``."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
+    if blend == "mean" or ramp <= 0:
+        return torch.ones(size, device=device, dtype=dtype)
+    centre = torch.arange(size, device=device, dtype=dtype) + 0.5
+    return (torch.minimum(centre, size - centre) / ramp).clamp(max=1.0)
+
+
 def blend_window(
     size: int,
     ramp: int,
@@ -79,30 +113,21 @@ def blend_window(
         raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
     if blend == "mean" or ramp <= 0:
         return torch.ones(size, size, device=device, dtype=dtype)
-    centre = torch.arange(size, device=device, dtype=dtype) + 0.5
-    ramp1d = (torch.minimum(centre, size - centre) / ramp).clamp(max=1.0)
+    ramp1d = blend_ramp(size, ramp, blend, device=device, dtype=dtype)
     return ramp1d[:, None] * ramp1d[None, :]
 
 
-def _reflect_index(n: int, total: int, device: torch.device) -> torch.Tensor:
-    """Indices ``(total,)`` into ``[0, n)`` that extend an axis of length ``n >= 2`` by repeated reflection
-    about its first and last samples; index parity is preserved, so a Bayer mosaic keeps its phase."""
-    period = 2 * (n - 1)
-    i = torch.arange(total, device=device) % period
-    return torch.where(i >= n, period - i, i)
-
-
-def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Extend ``(B, C, H, W)`` to ``(B, C, max(H, height), max(W, width))`` by reflection at the bottom/right."""
-    h, w = x.shape[-2:]
-    if h < height:
-        x = x.index_select(-2, _reflect_index(h, height, x.device))
-    if w < width:
-        x = x.index_select(-1, _reflect_index(w, width, x.device))
-    return x
-
-
-def _check(raw: torch.Tensor, ref: torch.Tensor, tile: int, scale: int, overlap: int, blend: str, batch: int) -> None:
+def _check(
+    raw: torch.Tensor,
+    ref: torch.Tensor,
+    tile: int,
+    scale: int,
+    overlap: int,
+    blend: str,
+    batch: int,
+    pad: int,
+    tta: bool,
+) -> None:
     """Validate the arguments shared by :func:`tiled_forward` and :func:`tiled_rows`."""
     if raw.ndim != 4 or raw.shape[:2] != (1, 1):
         raise ValueError(f"tiled inference: raw must have shape (1, 1, H, W), got {tuple(raw.shape)}")
@@ -127,32 +152,98 @@ def _check(raw: torch.Tensor, ref: torch.Tensor, tile: int, scale: int, overlap:
         raise ValueError(f"tiled inference: blend must be one of {list(BLENDS)}, got {blend!r}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"tiled inference: batch must be a positive integer, got {batch!r}")
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0 or pad % ALIGN:
+        raise ValueError(f"tiled inference: pad must be an even integer >= 0 (Bayer phase), got {pad!r}")
+    if not isinstance(tta, bool):
+        raise ValueError(f"tiled inference: tta must be True or False, got {tta!r}")
+
+
+def _origins(image: int, tile: int, stride: int, reverse: bool, margin: int) -> list[int]:
+    """Tile origins, in increasing order, along one axis of the extended image (``margin`` mirrored pixels, the
+    ``image`` pixels extended to at least a tile, ``margin`` more) for a transform that keeps (``reverse=False``)
+    or reverses this axis.
+
+    A kept axis is tiled from the image's first pixel: ``margin + tile_starts(max(image, tile))``. A reversed one
+    is tiled as :func:`tiled_forward` tiles the reversed axis of
+    :func:`rawsr.inference.geometry.dihedral_transform`: its ``image + 2 * margin`` pixels (at least a tile), from
+    their far end; its origins are then odd in image coordinates, so that the reversed tiles start with an R pixel.
+    """
+    if not reverse:
+        return [margin + s for s in tile_starts(max(image, tile), tile, stride)]
+    size = max(image + 2 * margin, tile)
+    return [size - tile - s for s in reversed(tile_starts(size, tile, stride))]
+
+
+def _coverage(origins: list[int], size: int, tile: int, scale: int, ramp: int, blend: str) -> torch.Tensor:
+    """``(scale * size,)`` float64: the sum of the 1-D blend profiles of tiles at ``origins`` (LR) along an axis
+    of ``size`` LR pixels. The 2-D weight sum of a tile grid is the outer product of its two axes' sums."""
+    profile = blend_ramp(scale * tile, scale * ramp, blend, dtype=torch.float64)
+    total = torch.zeros(scale * size, dtype=torch.float64)
+    for o in origins:
+        total[scale * o : scale * (o + tile)] += profile
+    return total
+
+
+@dataclass
+class _Layout:
+    """The tiles to run and where the image lies among them.
+
+    ``raw (1, 1, Hx, Wx)`` and ``ref (1, 3, Hx, Wx)`` are the image mirror-extended (by ``pad``, to a tile, and
+    by one more pixel on every side for the self-ensemble); ``rows`` lists the tile rows by increasing LR origin
+    ``y``, each with its tiles ``(x, g)``: LR origin and transform. The image is ``[top, top + height) x
+    [left, left + width)`` of the extended one. ``norms`` (self-ensemble only) holds per transform the 1-D weight
+    sums of its tile grid over the extended output's rows and columns, so that each transform's tiles are
+    normalised on their own and the transforms weigh alike.
+    """
+
+    raw: torch.Tensor
+    ref: torch.Tensor
+    rows: list[tuple[int, list[tuple[int, Dihedral]]]]
+    top: int
+    left: int
+    height: int
+    width: int
+    norms: dict[Dihedral, tuple[torch.Tensor, torch.Tensor]] | None
+
+    def weights(self, y: int, tiles: list[tuple[int, Dihedral]], size: int) -> torch.Tensor | None:
+        """``(n, size, size)`` float64 factors of the blend window of the HR tiles at output row ``y`` and output
+        columns ``x`` of ``tiles``: one over their transform's weight sum there; ``None`` without self-ensemble."""
+        if self.norms is None:
+            return None
+        factors = []
+        for x, g in tiles:
+            rows, cols = self.norms[g]
+            factors.append(1.0 / (rows[y : y + size, None] * cols[None, x : x + size]))
+        return torch.stack(factors)
 
 
 def _run_tile_row(
     fn: TileFn,
-    raw: torch.Tensor,
-    ref: torch.Tensor,
+    layout: _Layout,
     y: int,
-    xs: list[int],
+    tiles: list[tuple[int, Dihedral]],
     tile: int,
     scale: int,
     batch: int,
     channels: int = 3,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Run ``fn`` over the tiles of one tile row at LR row ``y``, ``batch`` tiles per call.
+) -> Iterator[tuple[list[tuple[int, Dihedral]], torch.Tensor]]:
+    """Run ``fn`` over the ``tiles`` ``(x, g)`` of one tile row at LR row ``y``, ``batch`` tiles per call: each LR
+    tile is transformed by ``g`` (:func:`rawsr.inference.geometry.orient`) and its output transformed back.
 
-    Yields ``(x_origins, out (n, channels, scale*tile, scale*tile))`` per call.
+    Yields ``(tiles_of_the_call, out (n, channels, scale*tile, scale*tile))`` per call, ``out`` in the image's
+    orientation.
     """
-    for i in range(0, len(xs), batch):
-        chunk = xs[i : i + batch]
-        raw_tiles = torch.stack([raw[0, :, y : y + tile, x : x + tile] for x in chunk])
-        ref_tiles = torch.stack([ref[0, :, y : y + tile, x : x + tile] for x in chunk])
+    for i in range(0, len(tiles), batch):
+        chunk = tiles[i : i + batch]
+        raw_tiles = torch.stack([orient(layout.raw[0, :, y : y + tile, x : x + tile], g) for x, g in chunk])
+        ref_tiles = torch.stack([orient(layout.ref[0, :, y : y + tile, x : x + tile], g) for x, g in chunk])
         out = fn(raw_tiles, ref_tiles)
         expected = (len(chunk), channels, scale * tile, scale * tile)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"tiled inference: the tile function must return shape {expected}, got {got}")
+        if any(g != IDENTITY for _, g in chunk):
+            out = torch.stack([unorient(o, g) for o, (_, g) in zip(out, chunk, strict=True)])
         yield chunk, out
 
 
@@ -172,8 +263,9 @@ class _Accumulator:
         self.weight: torch.Tensor | None = None
         self.window: torch.Tensor | None = None
 
-    def add(self, tiles: torch.Tensor, y: int, xs: list[int]) -> None:
-        """Add ``tiles (n, C, T, T)`` whose top-left output pixels are ``(y, x)`` for ``x`` in ``xs``."""
+    def add(self, tiles: torch.Tensor, y: int, xs: list[int], factors: torch.Tensor | None = None) -> None:
+        """Add ``tiles (n, C, T, T)`` whose top-left output pixels are ``(y, x)`` for ``x`` in ``xs``, weighted by
+        the blend window, times ``factors (n, T, T)`` when given."""
         t, r = self.tile, y - self.top
         if not 0 <= r <= self.rows - t:
             raise RuntimeError(f"tile at output row {y} falls outside the band [{self.top}, {self.top + self.rows})")
@@ -182,9 +274,12 @@ class _Accumulator:
             self.window = blend_window(t, self.ramp, self.blend, device=tiles.device, dtype=dtype)
             self.acc = tiles.new_zeros((1, self.channels, self.rows, self.width), dtype=dtype)
             self.weight = tiles.new_zeros((1, 1, self.rows, self.width), dtype=dtype)
-        for out, x in zip(tiles, xs, strict=True):
-            self.acc[0, :, r : r + t, x : x + t] += out * self.window
-            self.weight[0, 0, r : r + t, x : x + t] += self.window
+        if factors is not None:
+            factors = factors.to(self.window)
+        for i, (out, x) in enumerate(zip(tiles, xs, strict=True)):
+            window = self.window if factors is None else self.window * factors[i]
+            self.acc[0, :, r : r + t, x : x + t] += out * window
+            self.weight[0, 0, r : r + t, x : x + t] += window
 
     def pop(self, bottom: int) -> torch.Tensor:
         """Remove and return the finished rows ``[top, bottom)``, normalised and clipped: ``(1, C, n, width)``."""
@@ -209,24 +304,65 @@ def _setup(
     batch: int,
     streaming: bool,
     channels: int = 3,
-) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int], _Accumulator]:
-    """Validate, pad images smaller than a tile, and lay out the tiles.
+    pad: int = 0,
+    tta: bool = False,
+) -> tuple[_Layout, _Accumulator]:
+    """Validate, mirror-extend the image and lay out the tiles.
 
-    Returns the (possibly padded) ``raw (1, 1, H', W')``, ``ref (1, 3, H', W')``, the LR row and column
-    origins, and an empty accumulator of output width ``scale * W'`` holding ``scale * H'`` rows, or only
-    ``scale * tile`` rows when ``streaming`` (each tile row starts where the previous one's finished rows end,
-    so one tile of rows is all that is ever unfinished).
+    The image is extended by ``pad`` on every side, then, where smaller than a tile, at the bottom/right to a
+    tile, then, for the self-ensemble, by one pixel on every side (the margin of
+    :func:`rawsr.inference.geometry.dihedral_transform`). The accumulator has the extended output's width and
+    holds all its rows, or only ``scale * tile`` rows when ``streaming`` (each tile row starts where the previous
+    one's finished rows end, so one tile of rows is all that is ever unfinished).
     """
     overlap = tile // 2 if overlap is None else overlap
-    _check(raw, ref, tile, scale, overlap, blend, batch)
-    raw, ref = _pad_to(raw, tile, tile), _pad_to(ref, tile, tile)
-    h, w = raw.shape[-2:]
-    stride = tile - overlap
-    ys, xs = tile_starts(h, tile, stride), tile_starts(w, tile, stride)
-    rows = scale * (tile if streaming else h)
+    _check(raw, ref, tile, scale, overlap, blend, batch, pad, tta)
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"tiled inference: channels must be a positive integer, got {channels!r}")
-    return raw, ref, ys, xs, _Accumulator(rows, scale * w, scale * tile, scale * overlap, blend, channels)
+    h, w = raw.shape[-2:]
+    height, width = max(h + 2 * pad, tile), max(w + 2 * pad, tile)
+    margin = 1 if tta else 0
+    extended = []
+    for x in (raw, ref):
+        x = reflect_extend(x, -pad, -pad, h + 2 * pad, w + 2 * pad)
+        x = reflect_extend(x, -margin, -margin, height + 2 * margin, width + 2 * margin)
+        extended.append(x)
+    stride = tile - overlap
+    transforms = DIHEDRAL if tta else (IDENTITY,)
+    rows: dict[int, list[tuple[int, Dihedral]]] = {}
+    norms = {} if tta else None
+    for g in transforms:
+        rev_rows, rev_cols = reversed_axes(g)
+        ys = _origins(h + 2 * pad, tile, stride, rev_rows, margin)
+        xs = _origins(w + 2 * pad, tile, stride, rev_cols, margin)
+        for y in ys:
+            rows.setdefault(y, []).extend((x, g) for x in xs)
+        if norms is not None:
+            norms[g] = (
+                _coverage(ys, height + 2 * margin, tile, scale, overlap, blend),
+                _coverage(xs, width + 2 * margin, tile, scale, overlap, blend),
+            )
+    layout = _Layout(*extended, sorted(rows.items()), margin + pad, margin + pad, h, w, norms)
+    band = scale * (tile if streaming else height + 2 * margin)
+    accumulator = _Accumulator(band, scale * (width + 2 * margin), scale * tile, scale * overlap, blend, channels)
+    return layout, accumulator
+
+
+def _add_row(
+    fn: TileFn,
+    layout: _Layout,
+    accumulator: _Accumulator,
+    y: int,
+    tiles: list[tuple[int, Dihedral]],
+    tile: int,
+    scale: int,
+    batch: int,
+    channels: int,
+) -> None:
+    """Run one tile row and add its outputs to ``accumulator``."""
+    for chunk, out in _run_tile_row(fn, layout, y, tiles, tile, scale, batch, channels):
+        factors = layout.weights(scale * y, [(scale * x, g) for x, g in chunk], scale * tile)
+        accumulator.add(out, scale * y, [scale * x for x, _ in chunk], factors)
 
 
 def tiled_forward(
@@ -239,6 +375,8 @@ def tiled_forward(
     blend: str = "linear",
     batch: int = 4,
     channels: int = 3,
+    pad: int = 0,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Super-resolve a whole image tile by tile, in memory.
 
@@ -256,6 +394,10 @@ def tiled_forward(
         batch: tiles per call of ``fn``.
         channels: channels ``fn`` returns (3 for sRGB; 6 for sRGB and linear concatenated); all are merged and
             clipped alike.
+        pad: LR pixels of mirror image added on every side before tiling and cropped from the output, even
+            (0, the paper's protocol: the image's border is a tile's border).
+        tta: the self-ensemble over the eight flips and transposes (eight times the tiles); see the module
+            docstring.
 
     Images smaller than a tile are extended by reflection about their last row/column (which keeps the
     Bayer phase) and the output is cropped back.
@@ -263,12 +405,12 @@ def tiled_forward(
     Returns:
         ``(1, channels, scale*H, scale*W)`` in [0, 1].
     """
-    h, w = raw.shape[-2:]
-    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, False, channels)
-    for y in ys:
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
-            accumulator.add(out, scale * y, [scale * x for x in chunk])
-    return accumulator.pop(scale * raw.shape[-2])[..., : scale * h, : scale * w]
+    layout, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, False, channels, pad, tta)
+    for y, tiles in layout.rows:
+        _add_row(fn, layout, accumulator, y, tiles, tile, scale, batch, channels)
+    out = accumulator.pop(scale * layout.raw.shape[-2])
+    top, left = scale * layout.top, scale * layout.left
+    return out[..., top : top + scale * layout.height, left : left + scale * layout.width]
 
 
 def tiled_rows(
@@ -281,6 +423,8 @@ def tiled_rows(
     blend: str = "linear",
     batch: int = 4,
     channels: int = 3,
+    pad: int = 0,
+    tta: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Streaming :func:`tiled_forward`: yield finished output rows from top to bottom.
 
@@ -289,13 +433,15 @@ def tiled_rows(
     concatenate to ``tiled_forward``'s result. Only the band of rows still being written is kept, one tile
     (``scale * tile`` rows) high, so memory grows with the image width, not its area.
     """
-    h, w = raw.shape[-2:]
-    raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, True, channels)
-    finished = [scale * y for y in ys[1:]] + [scale * raw.shape[-2]]
-    for y, bottom in zip(ys, finished, strict=True):
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
-            accumulator.add(out, scale * y, [scale * x for x in chunk])
+    layout, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, True, channels, pad, tta)
+    ys = [y for y, _ in layout.rows]
+    finished = [scale * y for y in ys[1:]] + [scale * layout.raw.shape[-2]]
+    first, last = scale * layout.top, scale * (layout.top + layout.height)
+    left = scale * layout.left
+    for (y, tiles), bottom in zip(layout.rows, finished, strict=True):
+        _add_row(fn, layout, accumulator, y, tiles, tile, scale, batch, channels)
         top = accumulator.top
-        rows = accumulator.pop(bottom)[..., : max(0, scale * h - top), : scale * w]
-        if rows.shape[-2]:
-            yield rows
+        block = accumulator.pop(bottom)
+        start, stop = max(first, top), min(last, bottom)
+        if stop > start:
+            yield block[..., start - top : stop - top, left : left + scale * layout.width]
