@@ -70,11 +70,12 @@ def test_table_matches_independent_psnr(demo_eval_cfg):
     model_psnr, bicubic_psnr = [], []
     for batch in datamodule.val_dataloader():
         batch = datamodule.degrade(batch, training=False)
-        target = batch["hr_srgb"][0].permute(1, 2, 0).numpy()
-        output = module.super_resolve(batch, blend="mean")[0].permute(1, 2, 0).numpy()
-        bicubic = F.interpolate(batch["lr_ref"], scale_factor=2, mode="bicubic")[0].permute(1, 2, 0).numpy()
-        model_psnr.append(numpy_psnr(output, target))
-        bicubic_psnr.append(numpy_psnr(bicubic, target))
+        output = module.super_resolve(batch, blend="mean")
+        bicubic = F.interpolate(batch["lr_ref"], scale_factor=2, mode="bicubic")
+        for i, target in enumerate(batch["hr_srgb"]):  # per image, whatever the loader's batch size
+            target = target.permute(1, 2, 0).numpy()
+            model_psnr.append(numpy_psnr(output[i].permute(1, 2, 0).numpy(), target))
+            bicubic_psnr.append(numpy_psnr(bicubic[i].permute(1, 2, 0).numpy(), target))
     assert len(model_psnr) == summary[1]["images"] == 2
     assert summary[1]["psnr"] == pytest.approx(np.mean(model_psnr), abs=1e-4)
     assert summary[0]["psnr"] == pytest.approx(np.mean(bicubic_psnr), abs=1e-4)
@@ -85,6 +86,21 @@ def test_table_matches_independent_psnr(demo_eval_cfg):
     assert [float(r["psnr"]) for r in read_csv(out / "summary.csv")] == pytest.approx(
         [summary[0]["psnr"], summary[1]["psnr"]], abs=1e-6
     )
+
+
+def test_scores_do_not_depend_on_the_batch_size(demo_eval_cfg):
+    """Batches of several validation images give one row per image, the rows of batches of one."""
+    make, _ = demo_eval_cfg
+    tables = {}
+    for size in (1, 2):
+        cfg = make(f"data.val_batch_size={size}")
+        evaluate(cfg)
+        rows = read_csv(Path(cfg.paths.output_dir) / "per_image.csv")
+        tables[size] = {(r["model"], int(r["image"])): float(r["psnr"]) for r in rows}
+    assert set(tables[2]) == {(model, image) for model in ("bicubic", "a") for image in (0, 1)}
+    assert tables[1].keys() == tables[2].keys()
+    for key, psnr in tables[1].items():
+        assert tables[2][key] == pytest.approx(psnr, abs=1e-4)
 
 
 def test_compare_limit_and_images(demo_eval_cfg, tmp_path):
@@ -130,8 +146,8 @@ def test_basicsr_protocol_is_y_channel_with_border_crop():
     prediction[..., :2, :] = 0  # damage only the border that BasicSR crops at x2
     y_p, y_t = luma_bt601(prediction)[..., 2:-2, 2:-2], luma_bt601(target)[..., 2:-2, 2:-2]
     expected = numpy_psnr(y_p.numpy(), y_t.numpy())
-    assert score(prediction, target, 2, "basicsr")["psnr"] == pytest.approx(expected, abs=1e-4)
-    assert score(prediction, target, 2, "paper")["psnr"] < expected - 1  # the damaged rows count there
+    assert score(prediction, target, 2, "basicsr")[0]["psnr"] == pytest.approx(expected, abs=1e-4)
+    assert score(prediction, target, 2, "paper")[0]["psnr"] < expected - 1  # the damaged rows count there
     # Studio-range luma of white and black.
     assert luma_bt601(torch.ones(1, 3, 1, 1)).item() == pytest.approx(235 / 255, abs=1e-4)
     assert luma_bt601(torch.zeros(1, 3, 1, 1)).item() == pytest.approx(16 / 255)

@@ -47,6 +47,7 @@ def test_legacy_checkpoint_predicts_the_same_image(tmp_path):
     dng = synthetic_dng(tmp_path)
     command = [sys.executable, "-m", "rawsr.predict", f"ckpt_path={CKPT}", f"input={dng}"]
     command += [f"output_dir={tmp_path / 'out'}", "device=cpu", "preview=false", "progress=false"]
+    command += ["border_pad=0"]  # 0.1.0 tiled the photo as it is: no mirrored border
     subprocess.run(command, check=True, capture_output=True, text=True)
     produced = read_png(tmp_path / "out" / "synthetic_x2.png")
     expected = read_png(LEGACY / "expected_synthetic_x2.png")
@@ -58,6 +59,7 @@ def test_legacy_checkpoint_predicts_the_same_image(tmp_path):
 def test_legacy_checkpoint_evaluates_the_same_scores(tmp_path):
     command = [sys.executable, "-m", "rawsr.evaluate", f"ckpt_path={CKPT}", "limit=2", "device=cpu"]
     command += [f"hydra.run.dir={tmp_path / 'eval'}", "data.num_workers=0"]
+    command += ["data.val.val_samples=null", "data.val.val_crops=128"]  # 0.1.0: the 128-pixel centre crops
     subprocess.run(command, check=True, capture_output=True, text=True)
 
     def rows(path: Path) -> dict[str, tuple[float, float]]:

@@ -45,8 +45,10 @@ def luma_bt601(rgb: torch.Tensor) -> torch.Tensor:
     return (16.0 + (rgb * weights).sum(1, keepdim=True)) / 255.0
 
 
-def score(prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: str = "paper") -> dict[str, float]:
-    """PSNR and SSIM of one image pair ``(1, 3, H, W)`` in [0, 1] under ``protocol``."""
+def score(
+    prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: str = "paper"
+) -> list[dict[str, float]]:
+    """PSNR and SSIM of each image pair of ``(N, 3, H, W)`` in [0, 1] under ``protocol``: ``N`` dicts."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     prediction, target = prediction.float().clamp(0, 1), target.float().clamp(0, 1)
@@ -54,9 +56,9 @@ def score(prediction: torch.Tensor, target: torch.Tensor, scale: int, protocol: 
         prediction, target = luma_bt601(prediction), luma_bt601(target)
         crop = (slice(None), slice(None), slice(scale, -scale), slice(scale, -scale))
         prediction, target = prediction[crop], target[crop]
-    psnr = peak_signal_noise_ratio(prediction, target, data_range=1.0, dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(prediction, target, data_range=1.0)
-    return {"psnr": float(psnr), "ssim": float(ssim)}
+    psnr = peak_signal_noise_ratio(prediction, target, data_range=1.0, dim=(1, 2, 3), reduction="none")
+    ssim = structural_similarity_index_measure(prediction, target, data_range=1.0, reduction="none")
+    return [{"psnr": float(p), "ssim": float(s)} for p, s in zip(psnr.reshape(-1), ssim.reshape(-1), strict=True)]
 
 
 def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
@@ -71,11 +73,11 @@ def _write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str]) -> None:
 
 
 def _save_png(path: Path, image: torch.Tensor) -> None:
-    """Write ``image (1, 3, H, W)`` in [0, 1] as an 8-bit PNG, atomically."""
+    """Write ``image (3, H, W)`` in [0, 1] as an 8-bit PNG, atomically."""
     from rawsr.writers import write_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
+    write_image(path, (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
 
 
 def _model_name(path: str, taken: Iterable[str]) -> str:
@@ -162,14 +164,16 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     from tqdm import tqdm
 
     loader = datamodule.val_dataloader()
-    total = len(loader) if cfg.limit is None else min(cfg.limit, len(loader))
-    for i, batch in enumerate(tqdm(loader, total=total, desc="images", disable=None)):
-        if cfg.limit is not None and i >= cfg.limit:
+    images = len(loader.dataset) if cfg.limit is None else min(cfg.limit, len(loader.dataset))
+    progress = tqdm(total=images, desc="images", disable=None)
+    for batch in loader:
+        left = images - progress.n
+        if left <= 0:
             break
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v[:left].to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         batch = datamodule.degrade(batch, training=False)
         target = batch["hr_srgb"]
-        image_id = int(batch["index"][0])
+        image_ids = [int(i) for i in batch["index"]]
         outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
         for name, module in modules.items():
             outputs[name] = super_resolve(
@@ -185,9 +189,13 @@ def evaluate(cfg: DictConfig) -> list[dict]:
                 tta=cfg.tta,
             )
         for name, output in outputs.items():
-            per_image.append({"model": name, "image": image_id, **score(output, target, first.scale, cfg.protocol)})
-            if cfg.save_images:
-                _save_png(out_dir / "images" / name.replace("/", "_") / f"{image_id:04d}.png", output.clamp(0, 1))
+            scores = score(output, target, first.scale, cfg.protocol)
+            for image_id, image, image_score in zip(image_ids, output, scores, strict=True):
+                per_image.append({"model": name, "image": image_id, **image_score})
+                if cfg.save_images:
+                    _save_png(out_dir / "images" / name.replace("/", "_") / f"{image_id:04d}.png", image.clamp(0, 1))
+        progress.update(len(image_ids))
+    progress.close()
     if not per_image:
         raise ConfigError("limit: no validation image was scored")
 
