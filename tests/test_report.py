@@ -328,3 +328,19 @@ def test_reports_the_runs_that_training_writes(tmp_path):
     text = (tmp_path / "out" / REPORT_FILE).read_text()
     assert "| `full` | 1 |" in text and "| `no_fusion` | 1 |" in text and "(one seed: no interval)" in text
     assert "bicubic upsampling scores" in text and (tmp_path / "out" / CURVES_FILE).stat().st_size > 1000
+
+
+def test_the_study_logs_each_run_to_wandb_by_ablation_and_seed(compose_train):
+    """experiment=ablation: CSV for the report and a W&B run named after its folder, grouped by experiment, typed
+    by ablation, tagged with its seed; logger=csv leaves W&B out without a half-built logger."""
+    from rawsr.train import build_loggers
+
+    cfg = compose_train("experiment=ablation", "ablation=no_fusion", "seed=4")
+    assert sorted(cfg.logger) == ["csv", "tensorboard", "wandb"]
+    wandb = cfg.logger.wandb
+    assert (wandb.name, wandb.group, wandb.job_type) == ("ablation-no_fusion-seed4", "ablation", "no_fusion")
+    assert list(wandb.tags) == ["demo", "ablation", "seed4"] and wandb.ablation == "no_fusion"
+
+    cfg = compose_train("experiment=ablation", "ablation=no_fusion", "seed=4", "logger=csv")
+    assert sorted(cfg.logger) == ["csv", "wandb"] and "_target_" not in cfg.logger.wandb
+    assert [type(logger).__name__ for logger in build_loggers(cfg)] == ["ResumableCSVLogger"]

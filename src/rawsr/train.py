@@ -227,6 +227,13 @@ def check_scales(cfg: DictConfig) -> int:
     return scale
 
 
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The loggers of ``cfg.logger``. An entry without ``_target_`` holds settings that an experiment gives a logger
+    the command line left out (``experiment=ablation`` names its W&B run, ``logger=csv`` drops W&B): it builds none.
+    """
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+
+
 def instantiate_all(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Build ``(datamodule, model, trainer)`` from a composed config."""
     import lightning as L
@@ -236,7 +243,7 @@ def instantiate_all(cfg: DictConfig) -> tuple[Any, Any, Any]:
     datamodule = instantiate(cfg.data, degradation=degradation)
     model = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
