@@ -28,6 +28,7 @@ of at least one tile).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import groupby
 
 import torch
 
@@ -129,31 +130,38 @@ def _check(raw: torch.Tensor, ref: torch.Tensor, tile: int, scale: int, overlap:
         raise ValueError(f"tiled inference: batch must be a positive integer, got {batch!r}")
 
 
-def _run_tile_row(
+def _run_tiles(
     fn: TileFn,
     raw: torch.Tensor,
     ref: torch.Tensor,
-    y: int,
+    ys: list[int],
     xs: list[int],
     tile: int,
     scale: int,
     batch: int,
     channels: int = 3,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Run ``fn`` over the tiles of one tile row at LR row ``y``, ``batch`` tiles per call.
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """Run ``fn`` over all tiles, row by row, ``batch`` tiles per call: a call may take the end of one tile row and
+    the start of the next, so every call but the last has ``batch`` tiles.
 
-    Yields ``(x_origins, out (n, channels, scale*tile, scale*tile))`` per call.
+    Yields ``(y, x_origins, out (n, channels, scale*tile, scale*tile))`` for the tiles of LR row ``y`` in each call,
+    rows in order (a call spanning two rows yields twice).
     """
-    for i in range(0, len(xs), batch):
-        chunk = xs[i : i + batch]
-        raw_tiles = torch.stack([raw[0, :, y : y + tile, x : x + tile] for x in chunk])
-        ref_tiles = torch.stack([ref[0, :, y : y + tile, x : x + tile] for x in chunk])
+    origins = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(origins), batch):
+        chunk = origins[i : i + batch]
+        raw_tiles = torch.stack([raw[0, :, y : y + tile, x : x + tile] for y, x in chunk])
+        ref_tiles = torch.stack([ref[0, :, y : y + tile, x : x + tile] for y, x in chunk])
         out = fn(raw_tiles, ref_tiles)
         expected = (len(chunk), channels, scale * tile, scale * tile)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"tiled inference: the tile function must return shape {expected}, got {got}")
-        yield chunk, out
+        start = 0
+        for y, row in groupby(chunk, key=lambda origin: origin[0]):
+            row_xs = [x for _, x in row]
+            yield y, row_xs, out[start : start + len(row_xs)]
+            start += len(row_xs)
 
 
 class _Accumulator:
@@ -253,7 +261,7 @@ def tiled_forward(
         overlap: LR overlap of neighbouring tiles, default ``tile // 2`` (the paper's stride ``tile / 2``);
             ``tile - overlap`` must be even.
         blend: ``"linear"`` (feathered, seamless) or ``"mean"`` (the paper's count-mask average).
-        batch: tiles per call of ``fn``.
+        batch: tiles per call of ``fn``; a call may span two tile rows, so only the last call has fewer.
         channels: channels ``fn`` returns (3 for sRGB; 6 for sRGB and linear concatenated); all are merged and
             clipped alike.
 
@@ -265,9 +273,8 @@ def tiled_forward(
     """
     h, w = raw.shape[-2:]
     raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, False, channels)
-    for y in ys:
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
-            accumulator.add(out, scale * y, [scale * x for x in chunk])
+    for y, chunk, out in _run_tiles(fn, raw, ref, ys, xs, tile, scale, batch, channels):
+        accumulator.add(out, scale * y, [scale * x for x in chunk])
     return accumulator.pop(scale * raw.shape[-2])[..., : scale * h, : scale * w]
 
 
@@ -291,11 +298,19 @@ def tiled_rows(
     """
     h, w = raw.shape[-2:]
     raw, ref, ys, xs, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, True, channels)
-    finished = [scale * y for y in ys[1:]] + [scale * raw.shape[-2]]
-    for y, bottom in zip(ys, finished, strict=True):
-        for chunk, out in _run_tile_row(fn, raw, ref, y, xs, tile, scale, batch, channels):
-            accumulator.add(out, scale * y, [scale * x for x in chunk])
-        top = accumulator.top
-        rows = accumulator.pop(bottom)[..., : max(0, scale * h - top), : scale * w]
-        if rows.shape[-2]:
-            yield rows
+    row = ys[0]
+    for y, chunk, out in _run_tiles(fn, raw, ref, ys, xs, tile, scale, batch, channels):
+        if y != row:  # tile row `row` is complete: the rows above this one are finished
+            yield from _finished_rows(accumulator, scale * y, scale * h, scale * w)
+            row = y
+        accumulator.add(out, scale * y, [scale * x for x in chunk])
+    yield from _finished_rows(accumulator, scale * raw.shape[-2], scale * h, scale * w)
+
+
+def _finished_rows(accumulator: _Accumulator, bottom: int, height: int, width: int) -> Iterator[torch.Tensor]:
+    """Pop the accumulator's rows above ``bottom``, cropped to the output's ``height`` and ``width`` (the padding of
+    an image smaller than a tile removed): one block ``(1, C, n, width)``, or nothing when all of them are padding."""
+    top = accumulator.top
+    rows = accumulator.pop(bottom)[..., : max(0, height - top), :width]
+    if rows.shape[-2]:
+        yield rows
