@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rawsr.cli import check_data_paths, check_output_folder, launch, resolve_device, run_entry
-from rawsr.config import ConfigError, config_dir, instantiate, require_choice
+from rawsr.config import ConfigError, config_dir, instantiate, require_bool, require_choice
 
 if TYPE_CHECKING:
     import torch
@@ -129,10 +129,14 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     import torch.nn.functional as F
 
     from rawsr.inference import BLENDS
+    from rawsr.inference.accelerate import MEMORY_FORMATS, prepare_network
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
     require_choice(cfg.blend, "blend", BLENDS)
+    memory_format = cfg.get("memory_format", "channels_last")
+    require_choice(memory_format, "memory_format", MEMORY_FORMATS)
+    compile_net = require_bool(cfg.get("compile", False), "compile")
     device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
@@ -141,6 +145,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             module = load_checkpoint(path, map_location=device, key="ckpt_path" if i == 0 else f"compare[{i - 1}]")
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
+        module.net = prepare_network(module.net, memory_format, compile_net)
         modules[_model_name(path, modules)] = module
     first = next(iter(modules.values()))
     for name, module in modules.items():

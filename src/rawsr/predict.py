@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from rawsr.cli import EXIT_SKIPPED, check_output_folder, launch, resolve_device, run_entry
-from rawsr.config import ConfigError, config_dir, require, require_choice, require_positive_int
+from rawsr.config import ConfigError, config_dir, require, require_bool, require_choice, require_positive_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -231,6 +231,7 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse missing or out-of-range keys with a :class:`ConfigError` naming the key."""
     from rawsr.camera import check_adjust_maximum
     from rawsr.inference import BLENDS, PRECISIONS
+    from rawsr.inference.accelerate import MEMORY_FORMATS
 
     exported = cfg.get("model_path") not in (None, "")
     for key in ("input",) if exported else ("ckpt_path", "input"):
@@ -240,6 +241,8 @@ def check_config(cfg: DictConfig) -> None:
     require_choice(cfg.get("backend", "pytorch"), "backend", BACKENDS)
     require_choice(cfg.blend, "blend", BLENDS)
     require_choice(str(cfg.precision), "precision", PRECISIONS)
+    require_choice(cfg.get("memory_format", "channels_last"), "memory_format", MEMORY_FORMATS)
+    require_bool(cfg.get("compile", False), "compile")
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
     check_adjust_maximum(cfg.adjust_maximum, "adjust_maximum")
@@ -292,6 +295,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     from tqdm.auto import tqdm
 
     from rawsr.camera import RawReadError
+    from rawsr.inference.accelerate import prepare_network
     from rawsr.training import load_checkpoint
 
     if cfg.get("backend", "pytorch") == "onnxruntime":
@@ -306,17 +310,22 @@ def predict(cfg: DictConfig) -> PredictReport:
             raise ConfigError(str(error)) from None
         check_tiling(model.tile, cfg.overlap)
         check_dng_source(model, output_formats(cfg.format), ckpt)
-        model.net.to(device).eval()
+        model.net = prepare_network(
+            model.net.to(device), cfg.get("memory_format", "channels_last"), cfg.get("compile", False)
+        )
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
-        "rawsr.predict: %d file(s), x%d, tile %d, blend %s, device %s, precision %s -> %s",
+        "rawsr.predict: %d file(s), x%d, tile %d, overlap %d, blend %s, device %s, precision %s, %s%s -> %s",
         len(inputs),
         model.scale,
         model.tile,
+        model.tile // 2 if cfg.overlap is None else cfg.overlap,
         cfg.blend,
         device,
         cfg.precision,
+        cfg.get("memory_format", "channels_last"),
+        ", compiled" if cfg.get("compile", False) else "",
         output_dir,
     )
     report = PredictReport()
