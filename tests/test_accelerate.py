@@ -215,7 +215,8 @@ def test_native_bf16_elsewhere():
 # ------------------------------------------------------------------------------------------------ entry points
 
 
-def test_predict_prepares_the_network_as_configured_with_the_same_output(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [(), ("border_pad=4", "tta=true")], ids=["defaults", "tta"])
+def test_predict_prepares_the_network_as_configured_with_the_same_output(tmp_path, monkeypatch, options):
     ckpt = save_checkpoint(tmp_path / "model.ckpt", tile=16)
     write_bayer_dng(tmp_path / "photo.dng", linear_scene(40, 52), "RGGB")
     seen = []
@@ -229,7 +230,7 @@ def test_predict_prepares_the_network_as_configured_with_the_same_output(tmp_pat
     for memory_format in MEMORY_FORMATS:
         out_dir = tmp_path / memory_format
         paths = (f"ckpt_path={ckpt}", f"input={tmp_path / 'photo.dng'}", f"output_dir={out_dir}")
-        assert run(compose(*paths, "preview=false", f"memory_format={memory_format}")) == 0
+        assert run(compose(*paths, "preview=false", f"memory_format={memory_format}", *options)) == 0
         outputs[memory_format] = read_png(out_dir / "photo_x2.png").astype(int)
     assert seen == [(name, False) for name in MEMORY_FORMATS]
     assert outputs["channels_last"].std() > 100
