@@ -100,14 +100,14 @@ class CompiledNetwork(nn.Module):
         self.batch = max(self.batch, n)
         args = [_pad_batch(t, self.batch) for t in (raw, ref, wb, ccm)]
         try:
-            out = self._run(*args)
+            out = self._compiled_forward(*args)
         except Exception as error:  # the backend's failures have no common type (compiler, device, platform)
             log.warning("compile: torch.compile failed, the network runs eagerly from now on (%s)", error)
             self.eager = True
             return self.net(raw, ref, wb=wb, ccm=ccm)
         return {key: value[:n] for key, value in out.items()}
 
-    def _run(self, raw, ref, wb, ccm) -> dict[str, torch.Tensor]:
+    def _compiled_forward(self, raw, ref, wb, ccm) -> dict[str, torch.Tensor]:
         from torch._inductor import config as inductor_config  # freezing is only reachable through this config
 
         with inductor_config.patch(freezing=not torch.is_grad_enabled()):
