@@ -153,7 +153,7 @@ def test_bad_arguments_are_named():
         tiled_forward(fn, raw, ref[:, :2], tile=16, scale=2)
     with pytest.raises(ValueError, match="blend"):
         tiled_forward(fn, raw, ref, tile=16, scale=2, blend="max")
-    with pytest.raises(ValueError, match=r"must return shape \(3, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"must return shape \(4, 3, 32, 32\)"):  # batches span tile rows
         tiled_forward(upsample_ref(4), raw, ref, tile=16, scale=2)
 
 
@@ -238,11 +238,11 @@ def test_streaming_yields_rows_before_the_last_tile_row_runs():
         calls.append(r.shape[0])
         return upsample_ref(2)(r, c)
 
-    stream = tiled_rows(fn, raw, ref, tile=16, scale=2, batch=8)  # 5 columns of tiles: one call per tile row
+    stream = tiled_rows(fn, raw, ref, tile=16, scale=2, batch=8)  # 4 columns of tiles: a call takes two tile rows
     first = next(stream)
-    assert len(calls) == 1 and first.shape[-2] == 2 * 8  # one tile row run, its first stride of rows out
+    assert len(calls) == 1 and first.shape[-2] == 2 * 8  # one call, its first tile row's first stride of rows out
     rest = list(stream)
-    assert len(calls) == len(tile_starts(96, 16, 8))
+    assert calls == [8] * (len(tile_starts(96, 16, 8)) * 4 // 8) + [4]  # 44 tiles
     assert sum(b.shape[-2] for b in [first, *rest]) == 2 * 96
 
 

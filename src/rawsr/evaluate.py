@@ -133,12 +133,16 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     import torch.nn.functional as F
 
     from rawsr.inference import BLENDS, super_resolve
+    from rawsr.inference.accelerate import MEMORY_FORMATS, prepare_network
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
     require_choice(cfg.blend, "blend", BLENDS)
     require_bool(cfg.tta, "tta")
     require_even_int(cfg.border_pad, "border_pad")
+    memory_format = cfg.get("memory_format", "channels_last")
+    require_choice(memory_format, "memory_format", MEMORY_FORMATS)
+    compile_net = require_bool(cfg.get("compile", False), "compile")
     device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
@@ -147,6 +151,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             module = load_checkpoint(path, map_location=device, key="ckpt_path" if i == 0 else f"compare[{i - 1}]")
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
+        module.net = prepare_network(module.net, memory_format, compile_net)
         modules[_model_name(path, modules)] = module
     first = next(iter(modules.values()))
     for name, module in modules.items():

@@ -252,6 +252,7 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse missing or out-of-range keys with a :class:`ConfigError` naming the key."""
     from rawsr.camera import check_adjust_maximum
     from rawsr.inference import BLENDS, PRECISIONS
+    from rawsr.inference.accelerate import MEMORY_FORMATS
 
     exported = cfg.get("model_path") not in (None, "")
     for key in ("input",) if exported else ("ckpt_path", "input"):
@@ -261,6 +262,8 @@ def check_config(cfg: DictConfig) -> None:
     require_choice(cfg.get("backend", "pytorch"), "backend", BACKENDS)
     require_choice(cfg.blend, "blend", BLENDS)
     require_choice(str(cfg.precision), "precision", PRECISIONS)
+    require_choice(cfg.get("memory_format", "channels_last"), "memory_format", MEMORY_FORMATS)
+    require_bool(cfg.get("compile", False), "compile")
     require_positive_int(cfg.tile_batch, "tile_batch")
     require_positive_int(cfg.preview_max_side, "preview_max_side")
     require_even_int(cfg.border_pad, "border_pad")
@@ -315,6 +318,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     from tqdm.auto import tqdm
 
     from rawsr.camera import RawReadError
+    from rawsr.inference.accelerate import prepare_network
     from rawsr.training import load_checkpoint
 
     if cfg.get("backend", "pytorch") == "onnxruntime":
@@ -329,19 +333,25 @@ def predict(cfg: DictConfig) -> PredictReport:
             raise ConfigError(str(error)) from None
         check_tiling(model.tile, cfg.overlap)
         check_dng_source(model, output_formats(cfg.format), ckpt)
-        model.net.to(device).eval()
+        model.net = prepare_network(
+            model.net.to(device), cfg.get("memory_format", "channels_last"), cfg.get("compile", False)
+        )
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
-        "rawsr.predict: %d file(s), x%d, tile %d, blend %s, border_pad %d, tta %s, device %s, precision %s -> %s",
+        "rawsr.predict: %d file(s), x%d, tile %d, overlap %d, blend %s, border_pad %d, tta %s, device %s, "
+        "precision %s, %s%s -> %s",
         len(inputs),
         model.scale,
         model.tile,
+        model.tile // 2 if cfg.overlap is None else cfg.overlap,
         cfg.blend,
         cfg.border_pad,
         cfg.tta,
         device,
         cfg.precision,
+        cfg.get("memory_format", "channels_last"),
+        ", compiled" if cfg.get("compile", False) else "",
         output_dir,
     )
     report = PredictReport()

@@ -6,6 +6,7 @@
 - :mod:`rawsr.inference.super_resolve`: the network wrapped as a tile function; whole images in memory.
 - :mod:`rawsr.inference.reference`: the LR colour reference of a real photograph.
 - :mod:`rawsr.inference.streaming`: 16-bit rows computed in a background thread while earlier ones are written.
+- :mod:`rawsr.inference.accelerate`: the network readied for fast inference (memory format, ``torch.compile``).
 """
 
 from rawsr.inference.reference import render_reference

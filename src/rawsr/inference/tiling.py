@@ -18,7 +18,9 @@ The merged image is clipped to [0, 1], as the released code does when it merges 
 :func:`tiled_forward` builds the whole high-resolution image in memory (validation images);
 :func:`tiled_rows` streams finished output rows for photographs whose output does not fit in memory:
 it only keeps the accumulators for the band of output rows still being written, ``scale * tile`` rows
-of the output width. Both share :func:`tile_starts`, :func:`blend_window` and one accumulator.
+of the output width. Both share :func:`tile_starts`, :func:`blend_window` and one accumulator, and both run the
+network on ``batch`` tiles per call taken in row order across tile-row boundaries (and across the transforms of the
+self-ensemble), so that only an image's last call is smaller.
 
 Images smaller than a tile are extended by reflection about their last row/column, which keeps the
 Bayer phase, and the output is cropped back (this project's choice; the released code assumes images
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 
@@ -217,34 +220,40 @@ class _Layout:
         return torch.stack(factors)
 
 
-def _run_tile_row(
+def _run_tiles(
     fn: TileFn,
     layout: _Layout,
-    y: int,
-    tiles: list[tuple[int, Dihedral]],
     tile: int,
     scale: int,
     batch: int,
     channels: int = 3,
-) -> Iterator[tuple[list[tuple[int, Dihedral]], torch.Tensor]]:
-    """Run ``fn`` over the ``tiles`` ``(x, g)`` of one tile row at LR row ``y``, ``batch`` tiles per call: each LR
-    tile is transformed by ``g`` (:func:`rawsr.inference.geometry.orient`) and its output transformed back.
+) -> Iterator[tuple[int, list[tuple[int, Dihedral]], bool, torch.Tensor]]:
+    """Run ``fn`` over all tiles of ``layout``, tile row by tile row, ``batch`` tiles per call: a call may take the
+    end of one tile row and the start of the next (or several short rows), so every call but the last has ``batch``
+    tiles. Each LR tile ``(x, g)`` is transformed by ``g`` (:func:`rawsr.inference.geometry.orient`) and its output
+    transformed back.
 
-    Yields ``(tiles_of_the_call, out (n, channels, scale*tile, scale*tile))`` per call, ``out`` in the image's
-    orientation.
+    Yields ``(y, tiles, complete, out (n, channels, scale*tile, scale*tile))`` for the ``tiles`` ``(x, g)`` of the
+    tile row at LR row ``y`` in each call, rows in order (a call spanning two rows yields twice), ``out`` in the
+    image's orientation; ``complete`` says that these are the row's last tiles.
     """
-    for i in range(0, len(tiles), batch):
-        chunk = tiles[i : i + batch]
-        raw_tiles = torch.stack([orient(layout.raw[0, :, y : y + tile, x : x + tile], g) for x, g in chunk])
-        ref_tiles = torch.stack([orient(layout.ref[0, :, y : y + tile, x : x + tile], g) for x, g in chunk])
+    queue = [(y, x, g, i == len(tiles) - 1) for y, tiles in layout.rows for i, (x, g) in enumerate(tiles)]
+    for i in range(0, len(queue), batch):
+        chunk = queue[i : i + batch]
+        raw_tiles = torch.stack([orient(layout.raw[0, :, y : y + tile, x : x + tile], g) for y, x, g, _ in chunk])
+        ref_tiles = torch.stack([orient(layout.ref[0, :, y : y + tile, x : x + tile], g) for y, x, g, _ in chunk])
         out = fn(raw_tiles, ref_tiles)
         expected = (len(chunk), channels, scale * tile, scale * tile)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"tiled inference: the tile function must return shape {expected}, got {got}")
-        if any(g != IDENTITY for _, g in chunk):
-            out = torch.stack([unorient(o, g) for o, (_, g) in zip(out, chunk, strict=True)])
-        yield chunk, out
+        if any(g != IDENTITY for _, _, g, _ in chunk):
+            out = torch.stack([unorient(o, g) for o, (_, _, g, _) in zip(out, chunk, strict=True)])
+        start = 0
+        for y, group in groupby(chunk, key=lambda item: item[0]):
+            row = list(group)
+            yield y, [(x, g) for _, x, g, _ in row], row[-1][3], out[start : start + len(row)]
+            start += len(row)
 
 
 class _Accumulator:
@@ -348,21 +357,18 @@ def _setup(
     return layout, accumulator
 
 
-def _add_row(
-    fn: TileFn,
+def _add_tiles(
     layout: _Layout,
     accumulator: _Accumulator,
     y: int,
     tiles: list[tuple[int, Dihedral]],
+    out: torch.Tensor,
     tile: int,
     scale: int,
-    batch: int,
-    channels: int,
 ) -> None:
-    """Run one tile row and add its outputs to ``accumulator``."""
-    for chunk, out in _run_tile_row(fn, layout, y, tiles, tile, scale, batch, channels):
-        factors = layout.weights(scale * y, [(scale * x, g) for x, g in chunk], scale * tile)
-        accumulator.add(out, scale * y, [scale * x for x, _ in chunk], factors)
+    """Add the outputs ``out`` of ``tiles`` ``(x, g)`` of the tile row at LR row ``y`` to ``accumulator``."""
+    factors = layout.weights(scale * y, [(scale * x, g) for x, g in tiles], scale * tile)
+    accumulator.add(out, scale * y, [scale * x for x, _ in tiles], factors)
 
 
 def tiled_forward(
@@ -391,7 +397,8 @@ def tiled_forward(
         overlap: LR overlap of neighbouring tiles, default ``tile // 2`` (the paper's stride ``tile / 2``);
             ``tile - overlap`` must be even.
         blend: ``"linear"`` (feathered, seamless) or ``"mean"`` (the paper's count-mask average).
-        batch: tiles per call of ``fn``.
+        batch: tiles per call of ``fn``; calls take the tiles of all tile rows in order (with their transforms),
+            across row boundaries, so only the last call has fewer.
         channels: channels ``fn`` returns (3 for sRGB; 6 for sRGB and linear concatenated); all are merged and
             clipped alike.
         pad: LR pixels of mirror image added on every side before tiling and cropped from the output, even
@@ -406,8 +413,8 @@ def tiled_forward(
         ``(1, channels, scale*H, scale*W)`` in [0, 1].
     """
     layout, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, False, channels, pad, tta)
-    for y, tiles in layout.rows:
-        _add_row(fn, layout, accumulator, y, tiles, tile, scale, batch, channels)
+    for y, tiles, _, out in _run_tiles(fn, layout, tile, scale, batch, channels):
+        _add_tiles(layout, accumulator, y, tiles, out, tile, scale)
     out = accumulator.pop(scale * layout.raw.shape[-2])
     top, left = scale * layout.top, scale * layout.left
     return out[..., top : top + scale * layout.height, left : left + scale * layout.width]
@@ -428,19 +435,23 @@ def tiled_rows(
 ) -> Iterator[torch.Tensor]:
     """Streaming :func:`tiled_forward`: yield finished output rows from top to bottom.
 
-    Arguments as :func:`tiled_forward`. Each tile row is run, then the output rows that no later tile
-    touches are normalised, clipped to [0, 1] and yielded as one block ``(1, channels, n, scale*W)``; the blocks
-    concatenate to ``tiled_forward``'s result. Only the band of rows still being written is kept, one tile
+    Arguments as :func:`tiled_forward`. As soon as the last tile of a tile row has run (calls of ``fn`` span tile
+    rows, as in :func:`tiled_forward`), the output rows that no later tile touches are normalised, clipped to [0, 1]
+    and yielded as one block ``(1, channels, n, scale*W)``, before the next call; the blocks concatenate to
+    ``tiled_forward``'s result. Only the band of rows still being written is kept, one tile
     (``scale * tile`` rows) high, so memory grows with the image width, not its area.
     """
     layout, accumulator = _setup(raw, ref, tile, scale, overlap, blend, batch, True, channels, pad, tta)
     ys = [y for y, _ in layout.rows]
-    finished = [scale * y for y in ys[1:]] + [scale * layout.raw.shape[-2]]
+    finished = dict(zip(ys, [scale * y for y in ys[1:]] + [scale * layout.raw.shape[-2]], strict=True))
     first, last = scale * layout.top, scale * (layout.top + layout.height)
     left = scale * layout.left
-    for (y, tiles), bottom in zip(layout.rows, finished, strict=True):
-        _add_row(fn, layout, accumulator, y, tiles, tile, scale, batch, channels)
-        top = accumulator.top
+    for y, tiles, complete, out in _run_tiles(fn, layout, tile, scale, batch, channels):
+        _add_tiles(layout, accumulator, y, tiles, out, tile, scale)
+        if not complete:
+            continue
+        # tile row y is complete: the output rows above the next tile row are finished
+        top, bottom = accumulator.top, finished[y]
         block = accumulator.pop(bottom)
         start, stop = max(first, top), min(last, bottom)
         if stop > start:
