@@ -5,7 +5,13 @@
    tiling, network, merging and conversion to 16 bits, as ``rawsr.predict`` runs them (no file I/O). A fast
    device repeats the image for at least 10 s; a slow CPU stops after ``--budget`` seconds and reports the
    rate over the rows finished so far (streaming makes that a steady-state rate).
-2. Peak memory: ``python -m rawsr.predict`` end to end (DNG decoding, reference rendering, tiled network,
+2. The ceiling: the floating-point rate of the network's own 3x3 convolutions, each timed alone on its input shape
+   (one tile of 256) in both memory formats, the best of them; then the network's forward pass on a batch of tiles
+   (readied as ``rawsr.predict`` readies it: channels-last, and NCHW for comparison), its rate counted from its
+   convolutions' FLOPs (``rawsr.inference.accelerate.network_flops``). The last lines are
+   ``ceiling_fraction=<forward rate over the ceiling>`` and ``minutes_24mp=<minutes for a 24 MP raw at x2 at the
+   throughput of part 1>``, measured in this run.
+3. Peak memory: ``python -m rawsr.predict`` end to end (DNG decoding, reference rendering, tiled network,
    16-bit PNG and preview) on synthetic 12 MP and 24 MP DNGs with the narrow demo model (x2, width 32,
    growth 8, 4 dense layers, tile 64), each in a fresh process measured with ``/usr/bin/time -v`` (or
    ``getrusage`` of a wrapper process). Memory should grow with the image width, not its area: the last line
@@ -14,6 +20,7 @@
     python scripts/bench_predict.py                      # CPU
     python scripts/bench_predict.py --device cuda --bf16 # GPU, bfloat16 autocast
     python scripts/bench_predict.py --rss-overlap 32     # peak memory with the default half-tile overlap
+    python scripts/bench_predict.py --skip-rss           # throughput and ceiling only
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 
 from rawsr.camera import write_dng
 from rawsr.inference import render_reference, tile_function, to_uint16
+from rawsr.inference.accelerate import prepare_network
 from rawsr.inference.tiling import tiled_rows
 from rawsr.model import RawSRNet
 
@@ -66,13 +74,14 @@ def synthetic_mosaic(h: int, w: int) -> np.ndarray:
     return mosaic
 
 
-def throughput(device: torch.device, bf16: bool, megapixels: float, budget: float, batch: int) -> None:
+def throughput(device: torch.device, bf16: bool, megapixels: float, budget: float, batch: int) -> float:
+    """Output megapixels per second of the paper-width x2 network through tiling, as ``rawsr.predict`` runs it."""
     h, w = mosaic_shape(megapixels)
     mosaic = (synthetic_mosaic(h, w).astype(np.float32) - BLACK) / (WHITE - BLACK)
     wb, ccm = np.array([2.0, 1.0, 1.6], dtype=np.float32), np.eye(3, dtype=np.float32)
     ref = render_reference(mosaic, wb, ccm)
     torch.manual_seed(0)
-    net = RawSRNet(**PAPER_X2).to(device).eval()
+    net = prepare_network(RawSRNet(**PAPER_X2).to(device), "channels_last")
     fn = tile_function(net, wb, ccm, device=device, precision="bf16" if bf16 else "32")
     raw_t, ref_t = torch.from_numpy(mosaic)[None, None], torch.from_numpy(ref).permute(2, 0, 1)[None]
     fn(raw_t[..., :PAPER_TILE, :PAPER_TILE], ref_t[..., :PAPER_TILE, :PAPER_TILE])  # warm-up
@@ -97,6 +106,90 @@ def throughput(device: torch.device, bf16: bool, megapixels: float, budget: floa
         f"{rows} output rows ({passes} whole passes of {2 * h}) in {elapsed:.1f} s)",
         flush=True,
     )
+    return rate
+
+
+def seconds_per_call(fn, min_seconds: float = 2.0, min_calls: int = 3) -> float:
+    """Median seconds of ``fn()`` over at least ``min_calls`` calls and ``min_seconds``, after one warm-up call."""
+    fn()
+    times = []
+    while len(times) < min_calls or sum(times) < min_seconds:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def conv3x3_shapes(net: torch.nn.Module, raw: torch.Tensor, ref: torch.Tensor) -> list[tuple]:
+    """The distinct ``(input shape, conv)`` of the 3x3 convolutions in one forward pass of ``net``."""
+    seen, hooks = {}, []
+
+    def record(conv, inputs, _output):
+        key = (tuple(inputs[0].shape), tuple(conv.weight.shape), conv.stride, conv.padding, conv.groups)
+        seen.setdefault(key, conv)
+
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3):
+            hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        net(raw, ref)
+    for hook in hooks:
+        hook.remove()
+    return [(key[0], conv) for key, conv in seen.items()]
+
+
+def ceiling(device: torch.device, batch: int) -> float:
+    """The best FLOP/s of the network's 3x3 convolutions alone (either memory format), and the forward pass's
+    rate in both formats; prints them and returns the forward pass's channels-last rate over the ceiling."""
+    import torch.nn.functional as F
+
+    from rawsr.inference.accelerate import MEMORY_FORMATS, network_flops
+
+    torch.manual_seed(0)
+    net = RawSRNet(**PAPER_X2).to(device).eval()
+    one = (
+        torch.rand(1, 1, PAPER_TILE, PAPER_TILE, device=device),
+        torch.rand(1, 3, PAPER_TILE, PAPER_TILE, device=device),
+    )
+    best, best_shape = 0.0, None
+    for shape, conv in conv3x3_shapes(net, *one):
+        n, c, h, w = shape
+        out_h, out_w = (
+            (h + 2 * conv.padding[0] - 3) // conv.stride[0] + 1,
+            (w + 2 * conv.padding[1] - 3) // conv.stride[1] + 1,
+        )
+        flops = 2 * n * conv.out_channels * out_h * out_w * (c // conv.groups) * 9
+        for name, fmt in MEMORY_FORMATS.items():
+            x = torch.rand(shape, device=device).contiguous(memory_format=fmt)
+            weight = conv.weight.detach().contiguous(memory_format=fmt)
+            args = (x, weight, conv.bias, conv.stride, conv.padding)
+            seconds = seconds_per_call(lambda args=args: F.conv2d(*args), 1.0)
+            rate = flops / seconds
+            if rate > best:
+                best, best_shape = rate, f"{shape} -> {conv.out_channels} channels, {name}"
+    print(
+        f"ceiling: {best / 1e9:.1f} GFLOP/s (fp32), the best 3x3 convolution of the network alone ({best_shape})",
+        flush=True,
+    )
+
+    raw = torch.rand(batch, 1, PAPER_TILE, PAPER_TILE, device=device)
+    ref = torch.rand(batch, 3, PAPER_TILE, PAPER_TILE, device=device)
+    flops = network_flops(net, raw, ref)
+    rates = {}
+    for name in ("contiguous", "channels_last"):
+        ready = prepare_network(RawSRNet(**PAPER_X2).to(device), name)
+        ready.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            seconds = seconds_per_call(lambda ready=ready: ready(raw, ref), 4.0, 2)
+        rates[name] = flops / seconds
+        print(
+            f"forward (fp32): {name}: {seconds:.2f} s per call of {batch} tile(s) of {PAPER_TILE}, "
+            f"{flops / 1e9:.0f} GFLOP of convolutions, {rates[name] / 1e9:.1f} GFLOP/s = "
+            f"{rates[name] / best:.0%} of the ceiling",
+            flush=True,
+        )
+    print(f"channels_last over contiguous: {rates['channels_last'] / rates['contiguous']:.2f}x", flush=True)
+    return rates["channels_last"] / best
 
 
 def demo_checkpoint(path: Path) -> Path:
@@ -163,7 +256,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the throughput run")
     parser.add_argument("--megapixels", type=float, default=2.0, help="throughput input size (default 2)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds at most for the throughput run")
-    parser.add_argument("--tile-batch", type=int, default=None, help="tiles per call (default 1 CPU, 8 CUDA)")
+    parser.add_argument("--tile-batch", type=int, default=None, help="tiles per call (default 4 CPU, 8 CUDA)")
     parser.add_argument("--rss-sizes", type=float, nargs=2, default=[12.0, 24.0], help="MP of the two inputs")
     parser.add_argument(
         "--rss-overlap",
@@ -176,16 +269,19 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the synthetic DNGs and outputs")
     args = parser.parse_args()
     device = torch.device(args.device)
-    batch = args.tile_batch or (8 if device.type == "cuda" else 1)
+    batch = args.tile_batch or (8 if device.type == "cuda" else 4)  # 4: rawsr.predict's default
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}", flush=True)
+    summary = []
     if not args.skip_throughput:
-        throughput(device, args.bf16, args.megapixels, args.budget, batch)
-    if args.skip_rss:
-        return
-    overlap = None if args.rss_overlap < 0 else args.rss_overlap
-    small, large = memory(args.rss_sizes, overlap, args.device, args.keep)
-    print(f"peak_rss_ratio={large / small:.3f}")
+        rate = throughput(device, args.bf16, args.megapixels, args.budget, batch)
+        fraction = ceiling(device, batch)
+        summary = [f"ceiling_fraction={fraction:.3f}", f"minutes_24mp={4 * 24 / rate / 60:.1f}"]
+    if not args.skip_rss:
+        overlap = None if args.rss_overlap < 0 else args.rss_overlap
+        small, large = memory(args.rss_sizes, overlap, args.device, args.keep)
+        summary.insert(0, f"peak_rss_ratio={large / small:.3f}")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":
