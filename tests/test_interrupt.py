@@ -75,6 +75,13 @@ def interrupt(child: subprocess.Popen) -> tuple[float, str, str]:
     return time.monotonic() - start, out, err
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default action. A test run started in the background
+    (``nohup``, ``&``) passes SIGINT ignored to its children, and Python installs no Ctrl-C handler where it starts
+    with SIGINT ignored: a user's terminal does not do that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(arguments: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", *arguments],
@@ -84,6 +91,7 @@ def start(arguments: list[str], cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 
