@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rawsr.inference.tiling import blend_window, tile_starts, tiled_forward, tiled_rows
+from rawsr.inference.tiling import blend_window, seam_ratio, tile_starts, tiled_forward, tiled_rows
 
 
 def upsample_ref(scale: int):
@@ -291,27 +291,6 @@ def test_every_tile_keeps_the_rggb_phase(h, w, overlap):
 
 
 # ------------------------------------------------------------------------------------------------ seams
-
-
-def seam_ratio(img: torch.Tensor, starts: list[int], tile: int, scale: int) -> float:
-    """Mean |difference| of neighbouring pixels across tile borders over that inside tiles.
-
-    ``img (1, 3, H, W)`` square-tiled with LR ``starts`` on both axes; borders are the HR rows/columns where a
-    tile begins or ends (multiples of ``scale``). Inside pairs are taken at the same sub-pixel phase, i.e.
-    between HR pixels ``i - 1`` and ``i`` with ``i`` a multiple of ``scale``, so that an upsampling that repeats
-    pixels does not bias the ratio.
-    """
-    n = img.shape[-1]
-    edges = sorted({scale * s for s in starts[1:]} | {scale * (s + tile) for s in starts[:-1]})
-    at_edge = np.zeros(n - 1, dtype=bool)
-    at_edge[[e - 1 for e in edges if 0 < e < n]] = True
-    same_phase = np.arange(1, n) % scale == 0
-    rows = (img[..., 1:, :] - img[..., :-1, :]).abs().mean(dim=(0, 1, 3)).numpy()
-    cols = (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=(0, 1, 2)).numpy()
-    inside = ~at_edge & same_phase
-    across = np.concatenate([rows[at_edge], cols[at_edge]]).mean()
-    within = np.concatenate([rows[inside], cols[inside]]).mean()
-    return float(across / within)
 
 
 def scene(size: int) -> tuple[torch.Tensor, torch.Tensor]:

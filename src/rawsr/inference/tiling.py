@@ -456,3 +456,24 @@ def tiled_rows(
         start, stop = max(first, top), min(last, bottom)
         if stop > start:
             yield block[..., start - top : stop - top, left : left + scale * layout.width]
+
+
+def seam_ratio(image: torch.Tensor, starts: list[int], tile: int, scale: int) -> float:
+    """Mean |difference| of neighbouring pixels across tile borders over that inside tiles: 1 for no seam.
+
+    ``image (1, C, H, W)`` was tiled with LR tile origins ``starts`` on both axes (square, ``H == W``); borders are
+    the output rows and columns where a tile begins or ends (multiples of ``scale``). Inside pairs are taken at the
+    same sub-pixel phase, between output pixels ``i - 1`` and ``i`` with ``i`` a multiple of ``scale``, so that an
+    upsampling that repeats pixels does not bias the ratio.
+    """
+    n = image.shape[-1]
+    edges = sorted({scale * s for s in starts[1:]} | {scale * (s + tile) for s in starts[:-1]})
+    at_edge = torch.zeros(n - 1, dtype=torch.bool)
+    at_edge[[e - 1 for e in edges if 0 < e < n]] = True
+    same_phase = torch.arange(1, n) % scale == 0
+    inside = ~at_edge & same_phase
+    rows = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=(0, 1, 3)).cpu()
+    cols = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=(0, 1, 2)).cpu()
+    across = torch.cat([rows[at_edge], cols[at_edge]]).mean()
+    within = torch.cat([rows[inside], cols[inside]]).mean()
+    return float(across / within)
