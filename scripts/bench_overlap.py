@@ -14,12 +14,12 @@ machine.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from rawsr.camera import read_raw
 from rawsr.inference import render_reference, tile_function
@@ -44,11 +44,6 @@ def centre_crop(path: Path, crop: int) -> tuple[torch.Tensor, torch.Tensor, np.n
         image.wb,
         image.ccm,
     )
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def main() -> None:
@@ -81,7 +76,8 @@ def main() -> None:
                 reference_output = out
             print(
                 f"{path.name} | {overlap} | {seam_ratio(out, starts, tile, scale):.3f} | "
-                f"{psnr(out, reference_output):.2f} | {area:.2f}x | {seconds:.1f}",
+                f"{float(peak_signal_noise_ratio(out, reference_output, data_range=1.0)):.2f} | {area:.2f}x | "
+                f"{seconds:.1f}",
                 flush=True,
             )
 

@@ -153,16 +153,11 @@ def ceiling(device: torch.device, batch: int) -> float:
     )
     best, best_shape = 0.0, None
     for shape, conv in conv3x3_shapes(net, *one):
-        n, c, h, w = shape
-        out_h, out_w = (
-            (h + 2 * conv.padding[0] - 3) // conv.stride[0] + 1,
-            (w + 2 * conv.padding[1] - 3) // conv.stride[1] + 1,
-        )
-        flops = 2 * n * conv.out_channels * out_h * out_w * (c // conv.groups) * 9
         for name, fmt in MEMORY_FORMATS.items():
             x = torch.rand(shape, device=device).contiguous(memory_format=fmt)
             weight = conv.weight.detach().contiguous(memory_format=fmt)
-            args = (x, weight, conv.bias, conv.stride, conv.padding)
+            args = (x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            flops = network_flops(F.conv2d, *args)  # the same counter as the forward pass's below
             seconds = seconds_per_call(lambda args=args: F.conv2d(*args), 1.0)
             rate = flops / seconds
             if rate > best:

@@ -321,6 +321,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     from rawsr.inference.accelerate import prepare_network
     from rawsr.training import load_checkpoint
 
+    memory_format, compile_net = cfg.get("memory_format", "channels_last"), cfg.get("compile", False)
     if cfg.get("backend", "pytorch") == "onnxruntime":
         from rawsr.inference.onnx_backend import load_exported
 
@@ -333,9 +334,7 @@ def predict(cfg: DictConfig) -> PredictReport:
             raise ConfigError(str(error)) from None
         check_tiling(model.tile, cfg.overlap)
         check_dng_source(model, output_formats(cfg.format), ckpt)
-        model.net = prepare_network(
-            model.net.to(device), cfg.get("memory_format", "channels_last"), cfg.get("compile", False)
-        )
+        model.net = prepare_network(model.net.to(device), memory_format, compile_net)
     output_dir = check_output_folder(cfg.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
@@ -350,8 +349,8 @@ def predict(cfg: DictConfig) -> PredictReport:
         cfg.tta,
         device,
         cfg.precision,
-        cfg.get("memory_format", "channels_last"),
-        ", compiled" if cfg.get("compile", False) else "",
+        memory_format,
+        ", compiled" if compile_net else "",
         output_dir,
     )
     report = PredictReport()
