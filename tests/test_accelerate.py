@@ -4,8 +4,10 @@ counting and native bfloat16 detection."""
 from __future__ import annotations
 
 import copy
+import ctypes
 import logging
 
+import numpy as np
 import pytest
 import torch
 from test_evaluate import save_checkpoint as training_checkpoint
@@ -23,6 +25,7 @@ from rawsr.inference.accelerate import (
     native_bf16,
     network_flops,
     prepare_network,
+    retain_freed_memory,
 )
 from rawsr.model import RawSRNet
 from rawsr.predict import run
@@ -210,6 +213,48 @@ def test_native_bf16_on_the_cpu_follows_its_flags(extra, native):
 def test_native_bf16_elsewhere():
     assert native_bf16("meta") is False
     assert isinstance(native_bf16("cpu"), bool)  # this machine's own /proc/cpuinfo, or False without one
+
+
+# ------------------------------------------------------------------------------------------------ freed memory
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def mapped_bytes_of_a_large_block() -> int:
+    """How many more bytes glibc holds in separately mapped blocks while a 64 MiB array is alive."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, written so that its pages exist
+    mapped = libc.mallinfo2().hblkhd - before
+    del block
+    return mapped
+
+
+def test_retained_memory_comes_from_the_heap_and_the_defaults_return_after():
+    if accelerate._glibc() is None or not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc 2.33 or later (mallinfo2)")
+    assert mapped_bytes_of_a_large_block() >= 64 * 2**20  # glibc's default: a large block is mapped on its own
+    with retain_freed_memory() as retained:
+        assert retained is True
+        assert mapped_bytes_of_a_large_block() == 0
+    assert mapped_bytes_of_a_large_block() >= 64 * 2**20
+    with retain_freed_memory(False) as retained:
+        assert retained is False
+        assert mapped_bytes_of_a_large_block() >= 64 * 2**20
+
+
+def test_retained_memory_is_a_no_op_without_glibc(monkeypatch):
+    monkeypatch.setattr(accelerate.platform, "libc_ver", lambda: ("", ""))
+    with retain_freed_memory() as retained:
+        assert retained is False
 
 
 # ------------------------------------------------------------------------------------------------ entry points

@@ -18,7 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rawsr.inference import prefetch, render_reference
+from rawsr.inference import prefetch, render_reference, tiled_rows
+from rawsr.inference.tiling import feathered_overlap
 from rawsr.predict import find_inputs, run
 from rawsr.writers import Preview, write_image, write_preview, write_rows
 
@@ -366,6 +367,35 @@ def test_predictions_have_no_dark_border(tmp_path, monkeypatch, overrides):
     np.testing.assert_allclose(outputs["default"], flat, atol=1e-4, rtol=0)  # every pixel, each colour
 
 
+@pytest.mark.parametrize(
+    ("overrides", "overlap"), [((), 4), (("overlap=auto",), 4), (("overlap=null",), 16), (("overlap=6",), 6)]
+)
+def test_predict_overlaps_tiles_by_an_eighth_of_the_tile_by_default(tmp_path, monkeypatch, overrides, overlap):
+    """``overlap=auto`` (the default) is 2 * (tile // 16), ``null`` the paper's half tile; the tiles run with it."""
+    import rawsr.inference
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[5])  # fn, raw, ref, tile, scale, overlap
+        return tiled_rows(*args, **kwargs)
+
+    monkeypatch.setattr(rawsr.inference, "tiled_rows", spy)
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", tile=32)
+    write_bayer_dng(tmp_path / "photo.dng", linear_scene(40, 52), "RGGB")
+    paths = (f"ckpt_path={ckpt}", f"input={tmp_path / 'photo.dng'}", f"output_dir={tmp_path / 'out'}")
+    assert run(compose(*paths, "preview=false", *overrides)) == 0
+    assert seen == [overlap]
+
+
+def test_feathered_overlap_is_an_even_eighth_of_the_tile():
+    for tile in range(4, 520, 4):
+        overlap = feathered_overlap(tile)
+        assert overlap % 2 == 0 and (tile - overlap) % 2 == 0
+        assert tile / 8 - 2 < overlap <= tile / 8
+    assert (feathered_overlap(64), feathered_overlap(256)) == (8, 32)
+
+
 @pytest.mark.parametrize("scale", [2, 4])
 def test_predict_all_bayer_patterns(tmp_path, scale):
     ckpt = save_checkpoint(tmp_path / "model.ckpt", scale=scale, tile=16)
@@ -439,6 +469,8 @@ def test_nan_output_is_reported_not_written(tmp_path, monkeypatch, capsys):
         (("ckpt_path={ckpt}", "input={missing}"), "config key 'input'"),
         (("ckpt_path={good}", "input={dng}", "overlap=5"), "config key 'overlap': .* tile 16 .* got 5"),
         (("ckpt_path={good}", "input={dng}", "overlap=16"), "config key 'overlap'"),
+        (("ckpt_path={good}", "input={dng}", "overlap=some"), "config key 'overlap': expected auto, null or an int"),
+        (("ckpt_path={good}", "input={dng}", "retain_memory=1"), "config key 'retain_memory': expected true or false"),
     ],
 )
 def test_bad_config_exits_2_naming_the_key(tmp_path, caplog, overrides, message):

@@ -133,7 +133,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     import torch.nn.functional as F
 
     from rawsr.inference import BLENDS, super_resolve
-    from rawsr.inference.accelerate import MEMORY_FORMATS, prepare_network
+    from rawsr.inference.accelerate import MEMORY_FORMATS, prepare_network, retain_freed_memory
     from rawsr.training import load_checkpoint
 
     require_choice(cfg.protocol, "protocol", PROTOCOLS)
@@ -143,6 +143,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     memory_format = cfg.get("memory_format", "channels_last")
     require_choice(memory_format, "memory_format", MEMORY_FORMATS)
     compile_net = require_bool(cfg.get("compile", False), "compile")
+    retain_memory = require_bool(cfg.get("retain_memory", True), "retain_memory")
     device = resolve_device(cfg.device, "device")
     paths = [cfg.ckpt_path, *cfg.compare]
     modules = {}
@@ -171,35 +172,37 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     loader = datamodule.val_dataloader()
     images = len(loader.dataset) if cfg.limit is None else min(cfg.limit, len(loader.dataset))
     progress = tqdm(total=images, desc="images", disable=None)
-    for batch in loader:
-        left = images - progress.n
-        if left <= 0:
-            break
-        batch = {k: v[:left].to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        batch = datamodule.degrade(batch, training=False)
-        target = batch["hr_srgb"]
-        image_ids = [int(i) for i in batch["index"]]
-        outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
-        for name, module in modules.items():
-            outputs[name] = super_resolve(
-                module.net,
-                batch["lr_raw"],
-                batch["lr_ref"],
-                module.tile,
-                module.scale,
-                wb=batch.get("wb"),
-                ccm=batch.get("ccm"),
-                blend=cfg.blend,
-                pad=cfg.border_pad,
-                tta=cfg.tta,
-            )
-        for name, output in outputs.items():
-            scores = score(output, target, first.scale, cfg.protocol)
-            for image_id, image, image_score in zip(image_ids, output, scores, strict=True):
-                per_image.append({"model": name, "image": image_id, **image_score})
-                if cfg.save_images:
-                    _save_png(out_dir / "images" / name.replace("/", "_") / f"{image_id:04d}.png", image.clamp(0, 1))
-        progress.update(len(image_ids))
+    with retain_freed_memory(retain_memory):
+        for batch in loader:
+            left = images - progress.n
+            if left <= 0:
+                break
+            batch = {k: v[:left].to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = datamodule.degrade(batch, training=False)
+            target = batch["hr_srgb"]
+            image_ids = [int(i) for i in batch["index"]]
+            outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
+            for name, module in modules.items():
+                outputs[name] = super_resolve(
+                    module.net,
+                    batch["lr_raw"],
+                    batch["lr_ref"],
+                    module.tile,
+                    module.scale,
+                    wb=batch.get("wb"),
+                    ccm=batch.get("ccm"),
+                    blend=cfg.blend,
+                    pad=cfg.border_pad,
+                    tta=cfg.tta,
+                )
+            for name, output in outputs.items():
+                scores = score(output, target, first.scale, cfg.protocol)
+                for image_id, image, image_score in zip(image_ids, output, scores, strict=True):
+                    per_image.append({"model": name, "image": image_id, **image_score})
+                    if cfg.save_images:
+                        folder = out_dir / "images" / name.replace("/", "_")
+                        _save_png(folder / f"{image_id:04d}.png", image.clamp(0, 1))
+            progress.update(len(image_ids))
     progress.close()
     if not per_image:
         raise ConfigError("limit: no validation image was scored")

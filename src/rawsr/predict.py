@@ -219,7 +219,7 @@ def predict_file(
         ref_t,
         model.tile,
         scale,
-        cfg.overlap,
+        resolve_overlap(cfg.overlap, model.tile),
         cfg.blend,
         cfg.tile_batch,
         channels=6 if linear else 3,
@@ -270,7 +270,13 @@ def check_config(cfg: DictConfig) -> None:
     require_bool(cfg.tta, "tta")
     check_adjust_maximum(cfg.adjust_maximum, "adjust_maximum")
     overlap = cfg.overlap
-    require(overlap is None or (isinstance(overlap, int) and overlap >= 0), "overlap", "null or an int >= 0", overlap)
+    require(
+        overlap in (None, "auto") or (isinstance(overlap, int) and not isinstance(overlap, bool) and overlap >= 0),
+        "overlap",
+        "auto, null or an int >= 0",
+        overlap,
+    )
+    require_bool(cfg.get("retain_memory", True), "retain_memory")
     require(
         isinstance(cfg.compress_level, int) and 0 <= cfg.compress_level <= 9,
         "compress_level",
@@ -279,7 +285,18 @@ def check_config(cfg: DictConfig) -> None:
     )
 
 
-def check_tiling(tile: int, overlap: int | None, multiple: int | None = None) -> None:
+def resolve_overlap(value: int | str | None, tile: int) -> int:
+    """The LR overlap of the ``overlap`` key for a checkpoint's ``tile``: ``auto`` is
+    :func:`rawsr.inference.tiling.feathered_overlap` (an eighth of the tile), ``null`` half the tile (the paper's
+    stride), an int itself."""
+    from rawsr.inference.tiling import feathered_overlap
+
+    if value == "auto":
+        return feathered_overlap(tile)
+    return tile // 2 if value is None else value
+
+
+def check_tiling(tile: int, overlap: int | str | None, multiple: int | None = None) -> None:
     """Refuse a checkpoint tile the network cannot take (not a multiple of ``multiple``, by default
     :attr:`rawsr.model.RawSRNet.SIZE_MULTIPLE`), or an ``overlap`` that would leave gaps or put tile origins on odd
     pixels (which would swap the colours of the mosaic)."""
@@ -288,9 +305,10 @@ def check_tiling(tile: int, overlap: int | None, multiple: int | None = None) ->
     multiple = RawSRNet.SIZE_MULTIPLE if multiple is None else multiple
     if tile % multiple:
         raise ConfigError(f"config key 'ckpt_path': the checkpoint's tile {tile} is not a multiple of {multiple}")
-    if overlap is not None and (overlap >= tile or (tile - overlap) % 2):
+    resolved = resolve_overlap(overlap, tile)
+    if resolved >= tile or (tile - resolved) % 2:
         raise ConfigError(
-            f"config key 'overlap': expected null or an overlap below the checkpoint's tile {tile} with "
+            f"config key 'overlap': expected auto, null or an overlap below the checkpoint's tile {tile} with "
             f"tile - overlap even, got {overlap}"
         )
 
@@ -318,7 +336,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     from tqdm.auto import tqdm
 
     from rawsr.camera import RawReadError
-    from rawsr.inference.accelerate import prepare_network
+    from rawsr.inference.accelerate import prepare_network, retain_freed_memory
     from rawsr.training import load_checkpoint
 
     memory_format, compile_net = cfg.get("memory_format", "channels_last"), cfg.get("compile", False)
@@ -343,7 +361,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         len(inputs),
         model.scale,
         model.tile,
-        model.tile // 2 if cfg.overlap is None else cfg.overlap,
+        resolve_overlap(cfg.overlap, model.tile),
         cfg.blend,
         cfg.border_pad,
         cfg.tta,
@@ -354,7 +372,8 @@ def predict(cfg: DictConfig) -> PredictReport:
         output_dir,
     )
     report = PredictReport()
-    with torch.inference_mode(), _progress(len(inputs), "files", "file", cfg.progress and len(inputs) > 1, True) as bar:
+    files_bar = _progress(len(inputs), "files", "file", cfg.progress and len(inputs) > 1, True)
+    with torch.inference_mode(), retain_freed_memory(cfg.get("retain_memory", True)), files_bar as bar:
         for path in inputs:
             try:
                 report.written[path] = predict_file(path, stems[path], model, cfg, device, output_dir)

@@ -15,14 +15,24 @@
   fails, a warning says so once and the network runs eagerly.
 
 Every option gives the plain forward's result within float32 rounding (``tests/test_accelerate.py``).
+
+:func:`retain_freed_memory` is for the process around the network rather than the network itself: glibc's ``malloc``
+maps every block above 32 MiB afresh from the system and unmaps it when freed, so each of the network's large
+activations (a batch of four tiles of 256 at width 128: 134 MB) is page-faulted and zeroed again on every call. Within
+the context, freed blocks stay in the process and the next call reuses them (the effect of the jemalloc or tcmalloc
+preload that CPU tuning guides recommend, without a preload).
+
 :func:`network_flops` counts the multiply-adds of a forward pass; :func:`native_bf16` says whether a device computes
 bfloat16 natively, the one case where ``precision=bf16`` is faster rather than only smaller.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Iterable
+import platform
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -170,3 +180,52 @@ def native_bf16(device: torch.device | str, flags: Iterable[str] | None = None) 
         return False
     flags = cpu_flags(_read_cpuinfo()) if flags is None else set(flags)
     return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+"""glibc ``mallopt`` parameters (``<malloc.h>``): the free memory at the heap's top above which ``free`` returns it to
+the system, and the most blocks ``malloc`` may map separately."""
+GLIBC_DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
+"""glibc's default values of the parameters :func:`retain_freed_memory` changes, restored on exit."""
+RETAINED = {M_TRIM_THRESHOLD: 2**31 - 1, M_MMAP_MAX: 0}
+"""Within :func:`retain_freed_memory`: every block from the heap, and the heap trimmed only when 2 GiB at its top are
+free (``mallopt`` takes an ``int``)."""
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library of this process when it is glibc (the one with ``mallopt`` and ``malloc_trim``), else ``None``."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def retain_freed_memory(enabled: bool = True) -> Iterator[bool]:
+    """Within the context, memory the process frees stays in it for the next allocation instead of going back to the
+    system; on exit glibc's defaults return and the free memory goes back (``malloc_trim``).
+
+    With glibc (Linux), every allocation then comes from the heap (``M_MMAP_MAX=0``) and the heap is not trimmed
+    (below 2 GiB free): the network's large activations reuse the pages of the previous call instead of page-faulting
+    and zeroing fresh ones.
+    The process's peak memory is then what it has held at once, as before, but it is held until the context ends.
+    Yields whether the setting took effect: ``False`` when ``enabled`` is false or the C library is not glibc (musl,
+    macOS, Windows), where nothing changes. Process-wide: meant for an entry point's run, not for a library call.
+    """
+    libc = _glibc() if enabled else None
+    if libc is None:
+        if enabled:
+            log.debug("retain_freed_memory: the C library is not glibc; allocation is left as it is")
+        yield False
+        return
+    for param, value in RETAINED.items():
+        libc.mallopt(param, value)
+    try:
+        yield True
+    finally:
+        for param, value in GLIBC_DEFAULTS.items():
+            libc.mallopt(param, value)
+        libc.malloc_trim(ctypes.c_size_t(0))
