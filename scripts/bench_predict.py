@@ -1,16 +1,24 @@
 """Benchmark ``rawsr.predict``: network throughput at the paper's width, and peak memory against image size.
 
 1. Throughput: output megapixels per second of the paper-width network (x2: width 128, growth 16, 8 dense
-   layers, LR tile 256 with half-tile overlap, linear blend), randomly initialised, on a synthetic 2 MP mosaic:
-   tiling, network, merging and conversion to 16 bits, as ``rawsr.predict`` runs them (no file I/O). A fast
-   device repeats the image for at least 10 s; a slow CPU stops after ``--budget`` seconds and reports the
-   rate over the rows finished so far (streaming makes that a steady-state rate).
+   layers, LR tile 256, linear blend), randomly initialised, on a synthetic 2 MP mosaic: tiling, network, merging
+   and conversion to 16 bits, as ``rawsr.predict`` runs them (no file I/O), twice: with the settings of rawsr 0.1
+   (half-tile overlap, NCHW, glibc's default allocation) and with ``rawsr.predict``'s defaults (``overlap=auto``,
+   channels-last, ``retain_memory``). A fast device repeats the image for at least 10 s; a slow CPU stops after
+   ``--budget`` seconds and reports the rate over the rows finished so far (streaming makes that a steady-state
+   rate).
 2. The ceiling: the floating-point rate of the network's own 3x3 convolutions, each timed alone on its input shape
-   (one tile of 256) in both memory formats, the best of them; then the network's forward pass on a batch of tiles
-   (readied as ``rawsr.predict`` readies it: channels-last, and NCHW for comparison), its rate counted from its
-   convolutions' FLOPs (``rawsr.inference.accelerate.network_flops``). The last lines are
-   ``ceiling_fraction=<forward rate over the ceiling>`` and ``minutes_24mp=<minutes for a 24 MP raw at x2 at the
-   throughput of part 1>``, measured in this run.
+   (a batch of tiles of 256) in both memory formats and both ways of allocating, the best of them; then the
+   network's forward pass on the same batch (NCHW; channels-last; channels-last with freed memory retained, as
+   ``rawsr.predict`` runs it), its rate counted from its convolutions' FLOPs
+   (``rawsr.inference.accelerate.network_flops``).
+2b. ``--end-to-end``: ``python -m rawsr.predict`` with its defaults on a synthetic 24 MP DNG (``--e2e-megapixels``)
+   with the paper-width x2 network, file I/O and the 16-bit PNG included, timed in a fresh process, against the
+   network alone on the same output area without overlap (its time per batch of tiles, as in part 2, times the
+   batches of tiles that cover the output once). Prints ``end_to_end_ratio=``.
+   The last lines are ``ceiling_fraction=<the forward rate as rawsr.predict runs it, over the ceiling>`` and
+   ``minutes_24mp=<minutes for a 24 MP raw at x2>``: the end-to-end run's own minutes with ``--end-to-end``,
+   otherwise the throughput of part 1 with predict's defaults; all measured in this run.
 3. Peak memory: ``python -m rawsr.predict`` end to end (DNG decoding, reference rendering, tiled network,
    16-bit PNG and preview) on synthetic 12 MP and 24 MP DNGs with the narrow demo model (x2, width 32,
    growth 8, 4 dense layers, tile 64), each in a fresh process measured with ``/usr/bin/time -v`` (or
@@ -19,8 +27,9 @@
 
     python scripts/bench_predict.py                      # CPU
     python scripts/bench_predict.py --device cuda --bf16 # GPU, bfloat16 autocast
-    python scripts/bench_predict.py --rss-overlap 32     # peak memory with the default half-tile overlap
+    python scripts/bench_predict.py --rss-overlap null   # peak memory with the paper's half-tile overlap
     python scripts/bench_predict.py --skip-rss           # throughput and ceiling only
+    python scripts/bench_predict.py --skip-rss --end-to-end  # and rawsr.predict on a 24 MP DNG (minutes)
 """
 
 from __future__ import annotations
@@ -41,8 +50,8 @@ import torch
 
 from rawsr.camera import write_dng
 from rawsr.inference import render_reference, tile_function, to_uint16
-from rawsr.inference.accelerate import prepare_network
-from rawsr.inference.tiling import tiled_rows
+from rawsr.inference.accelerate import prepare_network, retain_freed_memory
+from rawsr.inference.tiling import feathered_overlap, tiled_rows
 from rawsr.model import RawSRNet
 
 PAPER_X2 = {"scale": 2, "width": 128, "growth": 16, "dense_layers": 8}
@@ -74,36 +83,55 @@ def synthetic_mosaic(h: int, w: int) -> np.ndarray:
     return mosaic
 
 
-def throughput(device: torch.device, bf16: bool, megapixels: float, budget: float, batch: int) -> float:
+SETTINGS = {
+    "rawsr 0.1": {"overlap": PAPER_TILE // 2, "memory_format": "contiguous", "retain": False},
+    "predict's defaults": {"overlap": feathered_overlap(PAPER_TILE), "memory_format": "channels_last", "retain": True},
+}
+"""The throughput run's two settings: before (half-tile overlap, NCHW, glibc's default allocation) and now."""
+
+
+def throughput(
+    device: torch.device,
+    bf16: bool,
+    megapixels: float,
+    budget: float,
+    batch: int,
+    overlap: int,
+    memory_format: str,
+    retain: bool,
+) -> float:
     """Output megapixels per second of the paper-width x2 network through tiling, as ``rawsr.predict`` runs it."""
     h, w = mosaic_shape(megapixels)
     mosaic = (synthetic_mosaic(h, w).astype(np.float32) - BLACK) / (WHITE - BLACK)
     wb, ccm = np.array([2.0, 1.0, 1.6], dtype=np.float32), np.eye(3, dtype=np.float32)
     ref = render_reference(mosaic, wb, ccm)
     torch.manual_seed(0)
-    net = prepare_network(RawSRNet(**PAPER_X2).to(device), "channels_last")
+    net = prepare_network(RawSRNet(**PAPER_X2).to(device), memory_format)
     fn = tile_function(net, wb, ccm, device=device, precision="bf16" if bf16 else "32")
     raw_t, ref_t = torch.from_numpy(mosaic)[None, None], torch.from_numpy(ref).permute(2, 0, 1)[None]
-    fn(raw_t[..., :PAPER_TILE, :PAPER_TILE], ref_t[..., :PAPER_TILE, :PAPER_TILE])  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rows, passes, start = 0, 0, time.perf_counter()
-    while True:  # whole passes until MIN_SECONDS have gone by; a slow device stops mid-pass after `budget`
-        for block in tiled_rows(fn, raw_t, ref_t, PAPER_TILE, 2, blend="linear", batch=batch):
-            rows += to_uint16(block).shape[0]  # includes the copy back to the host
-            if time.perf_counter() - start > budget:
+    with retain_freed_memory(retain):
+        fn(raw_t[..., :PAPER_TILE, :PAPER_TILE], ref_t[..., :PAPER_TILE, :PAPER_TILE])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rows, passes, start = 0, 0, time.perf_counter()
+        while True:  # whole passes until MIN_SECONDS have gone by; a slow device stops mid-pass after `budget`
+            blocks = tiled_rows(fn, raw_t, ref_t, PAPER_TILE, 2, overlap=overlap, blend="linear", batch=batch)
+            for block in blocks:
+                rows += to_uint16(block).shape[0]  # includes the copy back to the host
+                if time.perf_counter() - start > budget:
+                    break
+            else:
+                passes += 1
+            if time.perf_counter() - start > min(budget, MIN_SECONDS):
                 break
-        else:
-            passes += 1
-        if time.perf_counter() - start > min(budget, MIN_SECONDS):
-            break
-    elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
     out_w = 2 * w
     rate = rows * out_w / elapsed / 1e6
     print(
-        f"throughput: {rate:.3f} output MP/s  (x2 width 128, tile {PAPER_TILE}, overlap {PAPER_TILE // 2}, "
-        f"batch {batch}, {device}, {'bf16' if bf16 else 'fp32'}; {h}x{w} input = {h * w / 1e6:.1f} MP; "
-        f"{rows} output rows ({passes} whole passes of {2 * h}) in {elapsed:.1f} s)",
+        f"throughput: {rate:.3f} output MP/s = {4 * 24 / rate / 60:.1f} min for 24 MP  (x2 width 128, tile "
+        f"{PAPER_TILE}, overlap {overlap}, {memory_format}, retain_memory {retain}, batch {batch}, {device}, "
+        f"{'bf16' if bf16 else 'fp32'}; {h}x{w} input = {h * w / 1e6:.1f} MP; {rows} output rows ({passes} whole "
+        f"passes of {2 * h}) in {elapsed:.1f} s)",
         flush=True,
     )
     return rate
@@ -138,60 +166,110 @@ def conv3x3_shapes(net: torch.nn.Module, raw: torch.Tensor, ref: torch.Tensor) -
     return [(key[0], conv) for key, conv in seen.items()]
 
 
-def ceiling(device: torch.device, batch: int) -> float:
-    """The best FLOP/s of the network's 3x3 convolutions alone (either memory format), and the forward pass's
-    rate in both formats; prints them and returns the forward pass's channels-last rate over the ceiling."""
+FORWARDS = {
+    "contiguous": ("contiguous", False),
+    "channels_last": ("channels_last", False),
+    "channels_last, retain_memory": ("channels_last", True),
+}
+"""The forward pass's settings in part 2; the last is ``rawsr.predict``'s."""
+
+
+def forward_seconds(net: torch.nn.Module, raw: torch.Tensor, ref: torch.Tensor, retain: bool) -> float:
+    """Median seconds of ``net(raw, ref)`` without grad, with freed memory retained or not."""
+    with torch.no_grad(), retain_freed_memory(retain):
+        return seconds_per_call(lambda: net(raw, ref), 4.0, 2)
+
+
+def ceiling(device: torch.device, batch: int) -> tuple[float, float]:
+    """The best FLOP/s of the network's 3x3 convolutions alone (either memory format, either allocation), and the
+    forward pass's rate in each of :data:`FORWARDS`; prints them and returns ``(the forward pass's rate as
+    rawsr.predict runs it over the ceiling, its seconds per batch of tiles)``."""
     import torch.nn.functional as F
 
     from rawsr.inference.accelerate import MEMORY_FORMATS, network_flops
 
     torch.manual_seed(0)
     net = RawSRNet(**PAPER_X2).to(device).eval()
-    one = (
-        torch.rand(1, 1, PAPER_TILE, PAPER_TILE, device=device),
-        torch.rand(1, 3, PAPER_TILE, PAPER_TILE, device=device),
-    )
+    raw = torch.rand(batch, 1, PAPER_TILE, PAPER_TILE, device=device)
+    ref = torch.rand(batch, 3, PAPER_TILE, PAPER_TILE, device=device)
     best, best_shape = 0.0, None
-    for shape, conv in conv3x3_shapes(net, *one):
+    for shape, conv in conv3x3_shapes(net, raw, ref):
         for name, fmt in MEMORY_FORMATS.items():
             x = torch.rand(shape, device=device).contiguous(memory_format=fmt)
             weight = conv.weight.detach().contiguous(memory_format=fmt)
             args = (x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             flops = network_flops(F.conv2d, *args)  # the same counter as the forward pass's below
-            seconds = seconds_per_call(lambda args=args: F.conv2d(*args), 1.0)
-            rate = flops / seconds
-            if rate > best:
-                best, best_shape = rate, f"{shape} -> {conv.out_channels} channels, {name}"
+            for retain in (False, True):
+                with retain_freed_memory(retain):
+                    seconds = seconds_per_call(lambda args=args: F.conv2d(*args), 1.0)
+                if flops / seconds > best:
+                    best = flops / seconds
+                    best_shape = f"{shape} -> {conv.out_channels} channels, {name}, retain_memory {retain}"
     print(
         f"ceiling: {best / 1e9:.1f} GFLOP/s (fp32), the best 3x3 convolution of the network alone ({best_shape})",
         flush=True,
     )
 
-    raw = torch.rand(batch, 1, PAPER_TILE, PAPER_TILE, device=device)
-    ref = torch.rand(batch, 3, PAPER_TILE, PAPER_TILE, device=device)
     flops = network_flops(net, raw, ref)
-    rates = {}
-    for name in ("contiguous", "channels_last"):
-        ready = prepare_network(RawSRNet(**PAPER_X2).to(device), name)
+    rates, seconds = {}, {}
+    for name, (memory_format, retain) in FORWARDS.items():
+        ready = prepare_network(RawSRNet(**PAPER_X2).to(device), memory_format)
         ready.load_state_dict(net.state_dict())
-        with torch.no_grad():
-            seconds = seconds_per_call(lambda ready=ready: ready(raw, ref), 4.0, 2)
-        rates[name] = flops / seconds
+        seconds[name] = forward_seconds(ready, raw, ref, retain)
+        rates[name] = flops / seconds[name]
         print(
-            f"forward (fp32): {name}: {seconds:.2f} s per call of {batch} tile(s) of {PAPER_TILE}, "
+            f"forward (fp32): {name}: {seconds[name]:.2f} s per call of {batch} tile(s) of {PAPER_TILE}, "
             f"{flops / 1e9:.0f} GFLOP of convolutions, {rates[name] / 1e9:.1f} GFLOP/s = "
             f"{rates[name] / best:.0%} of the ceiling",
             flush=True,
         )
-    print(f"channels_last over contiguous: {rates['channels_last'] / rates['contiguous']:.2f}x", flush=True)
-    return rates["channels_last"] / best
+    names = list(FORWARDS)
+    print(
+        f"channels_last over contiguous: {rates[names[1]] / rates[names[0]]:.2f}x; with retain_memory: "
+        f"{rates[names[2]] / rates[names[1]]:.2f}x more ({rates[names[2]] / rates[names[0]]:.2f}x in all)",
+        flush=True,
+    )
+    return rates[names[-1]] / best, seconds[names[-1]]
 
 
-def demo_checkpoint(path: Path) -> Path:
+def end_to_end(megapixels: float, device: str, batch: int, call_seconds: float, keep: bool) -> float:
+    """``python -m rawsr.predict`` with its defaults on a synthetic DNG of ``megapixels`` with the paper-width x2
+    network, timed in a fresh process; prints its minutes and its ratio to the network alone on the same output
+    area without overlap (``call_seconds`` per batch of ``batch`` tiles); returns the minutes."""
+    work = Path(tempfile.mkdtemp(prefix="rawsr-bench-e2e-"))
+    try:
+        ckpt = network_checkpoint(work / "paper_x2.ckpt", PAPER_X2, PAPER_TILE)
+        h, w = mosaic_shape(megapixels)
+        dng = write_dng(work / f"synthetic_{megapixels:g}mp.dng", synthetic_mosaic(h, w), "RGGB", BLACK, WHITE)
+        command = [
+            sys.executable, "-m", "rawsr.predict", f"ckpt_path={ckpt}", f"input={dng}",
+            f"output_dir={work / 'out'}", "progress=false", f"device={device}", f"tile_batch={batch}",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"rawsr.predict failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        network_alone = h * w / (batch * PAPER_TILE**2) * call_seconds
+        print(
+            f"end to end: rawsr.predict on a {megapixels:g} MP DNG ({h}x{w}) -> {2 * h}x{2 * w} 16-bit PNG: "
+            f"{wall:.0f} s = {wall / 60:.1f} min ({4 * h * w / 1e6 / wall:.3f} output MP/s); the network alone on "
+            f"the same area without overlap: {network_alone:.0f} s ({h * w / PAPER_TILE**2:.0f} tiles of "
+            f"{PAPER_TILE} at {call_seconds:.2f} s per {batch})",
+            flush=True,
+        )
+        print(f"end_to_end_ratio={wall / network_alone:.3f}", flush=True)
+        return wall / 60 * 24 / megapixels
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def network_checkpoint(path: Path, net: dict, tile: int) -> Path:
+    """A checkpoint ``rawsr.predict`` loads: a randomly initialised ``RawSRNet(**net)`` trained on crops of ``tile``."""
     torch.manual_seed(0)
-    net = RawSRNet(**DEMO)
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"net": DEMO, "tile": DEMO_TILE}}, path)
+    state = {f"net.{k}": v for k, v in RawSRNet(**net).state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"net": net, "tile": tile}}, path)
     return path
 
 
@@ -215,9 +293,9 @@ def peak_rss(command: list[str]) -> tuple[float, float]:
     return kib / 1024, wall
 
 
-def memory(sizes: list[float], overlap: int | None, device: str, keep: bool) -> list[float]:
+def memory(sizes: list[float], overlap: str, device: str, keep: bool) -> list[float]:
     work = Path(tempfile.mkdtemp(prefix="rawsr-bench-"))
-    ckpt = demo_checkpoint(work / "demo.ckpt")
+    ckpt = network_checkpoint(work / "demo.ckpt", DEMO, DEMO_TILE)
     peaks = []
     try:
         for megapixels in sizes:
@@ -226,7 +304,7 @@ def memory(sizes: list[float], overlap: int | None, device: str, keep: bool) -> 
             command = [
                 sys.executable, "-m", "rawsr.predict", f"ckpt_path={ckpt}", f"input={dng}",
                 f"output_dir={work / 'out'}", "progress=false", f"device={device}",
-                f"overlap={'null' if overlap is None else overlap}",
+                f"overlap={overlap}",
             ]  # fmt: skip
             mib, wall = peak_rss(command)
             peaks.append(mib)
@@ -255,11 +333,12 @@ def main() -> None:
     parser.add_argument("--rss-sizes", type=float, nargs=2, default=[12.0, 24.0], help="MP of the two inputs")
     parser.add_argument(
         "--rss-overlap",
-        type=int,
-        default=0,
-        help="LR tile overlap of the memory runs (default 0 keeps them short on a 2-core CPU; -1 = tile // 2)",
+        default="auto",
+        help="the memory runs' overlap key: auto (predict's default), null (half the tile) or LR pixels",
     )
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--end-to-end", action="store_true", help="also time rawsr.predict on a 24 MP DNG")
+    parser.add_argument("--e2e-megapixels", type=float, default=24.0, help="the end-to-end DNG's size (default 24)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic DNGs and outputs")
     args = parser.parse_args()
@@ -269,11 +348,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}", flush=True)
     summary = []
     if not args.skip_throughput:
-        rate = throughput(device, args.bf16, args.megapixels, args.budget, batch)
-        fraction = ceiling(device, batch)
-        summary = [f"ceiling_fraction={fraction:.3f}", f"minutes_24mp={4 * 24 / rate / 60:.1f}"]
+        rates = {}
+        for name, setting in SETTINGS.items():
+            print(f"{name}:", end=" ", flush=True)
+            rates[name] = throughput(device, args.bf16, args.megapixels, args.budget, batch, **setting)
+        before, after = rates.values()
+        print(f"predict's defaults over rawsr 0.1: {after / before:.2f}x", flush=True)
+        fraction, call_seconds = ceiling(device, batch)
+        minutes = 4 * 24 / after / 60
+        if args.end_to_end:
+            minutes = end_to_end(args.e2e_megapixels, args.device, batch, call_seconds, args.keep)
+        summary = [f"ceiling_fraction={fraction:.3f}", f"minutes_24mp={minutes:.1f}"]
     if not args.skip_rss:
-        overlap = None if args.rss_overlap < 0 else args.rss_overlap
+        overlap = args.rss_overlap
         small, large = memory(args.rss_sizes, overlap, args.device, args.keep)
         summary.insert(0, f"peak_rss_ratio={large / small:.3f}")
     print("\n".join(summary))

@@ -9,6 +9,8 @@ warm-up, then the step times are summed over windows of consecutive steps and th
     python scripts/bench_train_step.py                       # CPU, moderate model at x2
     python scripts/bench_train_step.py --device cuda --precision bf16-mixed --width 128 --crop 128   # x4, paper size
 
+Each loop's images/s and achieved FLOP/s (the convolutions of one training step, forward and backward, counted by
+``torch.utils.flop_counter``) are printed; ``--memory-format channels_last`` trains in NHWC (``model.memory_format``).
 The last line is ``overhead=<Lightning time / bare time>``.
 """
 
@@ -39,6 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--crop", type=int, default=64, help="LR crop side; HR side = scale * crop")
     parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
     parser.add_argument("--warmup", type=int, default=2, help="steps discarded at the start of each round")
     parser.add_argument("--window", type=int, default=3, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per round")
@@ -65,6 +68,7 @@ def build(args: argparse.Namespace) -> tuple[RawSRDataModule, RawSRModule, list[
         f"model.net.width={args.width}",
         "model.net.growth=16",
         "model.net.dense_layers=8",
+        f"model.memory_format={args.memory_format}",
     ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -150,6 +154,19 @@ def bare_round(args, data, model, batches, device, sync) -> list[float]:
     return windows(stamps[0], stamps[1:], args.warmup - 1, args.window)
 
 
+def step_flops(data: RawSRDataModule, model: RawSRModule, batch: dict, device: torch.device) -> int:
+    """Floating-point operations of the convolutions in one training step (forward and backward) on ``batch``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).to(device).train()
+    batch = data.degrade({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, training=True)
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch["lr_raw"], batch["lr_ref"], batch.get("wb"), batch.get("ccm"))
+        model.loss(out, batch).backward()
+    counts = counter.get_flop_counts().get("Global", {})
+    return int(sum(n for op, n in counts.items() if "convolution" in str(op)))
+
+
 def main() -> None:
     args = parse_args()
     if args.scale is None:
@@ -159,8 +176,10 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     data, model, batches = build(args)
+    flops = step_flops(data, model, batches[0], device)
     print(
-        f"device={device.type} precision={args.precision} scale=x{args.scale} width={args.width} "
+        f"device={device.type} precision={args.precision} memory_format={args.memory_format} "
+        f"scale=x{args.scale} width={args.width} "
         f"LR crop={args.crop} (HR {args.scale * args.crop}) batch={args.batch} threads={torch.get_num_threads()} "
         f"windows={args.rounds}x{args.windows} of {args.window} steps after {args.warmup} warm-up steps"
     )
@@ -172,7 +191,10 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     for name, values in timings.items():
         spread = ", ".join(f"{v:.3f}" for v in values)
-        print(f"{name:>9}: median {medians[name]:.3f} s/step, {args.batch / medians[name]:.2f} images/s  [{spread}]")
+        print(
+            f"{name:>9}: median {medians[name]:.3f} s/step, {args.batch / medians[name]:.2f} images/s, "
+            f"{flops / medians[name] / 1e9:.1f} GFLOP/s of convolutions ({flops / 1e9:.1f} GFLOP per step)  [{spread}]"
+        )
     print(f"overhead={medians['lightning'] / medians['bare']:.3f}")
 
 

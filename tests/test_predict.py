@@ -368,10 +368,10 @@ def test_predictions_have_no_dark_border(tmp_path, monkeypatch, overrides):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "overlap"), [((), 4), (("overlap=auto",), 4), (("overlap=null",), 16), (("overlap=6",), 6)]
+    ("overrides", "overlap"), [((), 2), (("overlap=auto",), 2), (("overlap=null",), 16), (("overlap=6",), 6)]
 )
-def test_predict_overlaps_tiles_by_an_eighth_of_the_tile_by_default(tmp_path, monkeypatch, overrides, overlap):
-    """``overlap=auto`` (the default) is 2 * (tile // 16), ``null`` the paper's half tile; the tiles run with it."""
+def test_predict_overlaps_tiles_by_a_sixteenth_of_the_tile_by_default(tmp_path, monkeypatch, overrides, overlap):
+    """``overlap=auto`` (the default) is 2 * (tile // 32), ``null`` the paper's half tile; the tiles run with it."""
     import rawsr.inference
 
     seen = []
@@ -388,12 +388,12 @@ def test_predict_overlaps_tiles_by_an_eighth_of_the_tile_by_default(tmp_path, mo
     assert seen == [overlap]
 
 
-def test_feathered_overlap_is_an_even_eighth_of_the_tile():
+def test_feathered_overlap_is_an_even_sixteenth_of_the_tile():
     for tile in range(4, 520, 4):
         overlap = feathered_overlap(tile)
         assert overlap % 2 == 0 and (tile - overlap) % 2 == 0
-        assert tile / 8 - 2 < overlap <= tile / 8
-    assert (feathered_overlap(64), feathered_overlap(256)) == (8, 32)
+        assert tile / 16 - 2 < overlap <= tile / 16
+    assert (feathered_overlap(64), feathered_overlap(256)) == (4, 16)
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -17,6 +17,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from rawsr.config import ConfigError, require, require_choice
 from rawsr.inference import BLENDS, super_resolve
+from rawsr.inference.accelerate import MEMORY_FORMATS
 from rawsr.model import RawSRNet
 from rawsr.training.legacy import upgrade_checkpoint
 from rawsr.training.schedule import LR_SCALINGS, lr_factor
@@ -138,6 +139,10 @@ class RawSRModule(L.LightningModule):
             (:func:`~rawsr.training.schedule.lr_factor`); applied when the optimiser is built, and logged.
         lr_reference_batch: the global batch the configured ``lr`` was tuned for (``None``: the data module's own
             ``batch_size``, so that only the number of processes scales the rate).
+        memory_format: ``contiguous`` (NCHW, PyTorch's default) or ``channels_last`` (NHWC): the layout of the
+            network's weights, which its convolutions and their gradients follow
+            (:data:`rawsr.inference.accelerate.MEMORY_FORMATS`). Same results either way; see docs/results.md for
+            which is faster where.
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class RawSRModule(L.LightningModule):
         degradation: Mapping[str, Any] | None = None,
         lr_scaling: str = "none",
         lr_reference_batch: int | None = None,
+        memory_format: str = "contiguous",
     ) -> None:
         super().__init__()
         net, optimizer, scheduler, degradation = _plain(net), _plain(optimizer), _plain(scheduler), _plain(degradation)
@@ -159,6 +165,7 @@ class RawSRModule(L.LightningModule):
         require(linear_loss_weight >= 0, "model.linear_loss_weight", "a weight >= 0", linear_loss_weight)
         require_choice(val_blend, "model.val_blend", BLENDS)
         require_choice(lr_scaling, "model.lr_scaling", LR_SCALINGS)
+        require_choice(memory_format, "model.memory_format", MEMORY_FORMATS)
         self.save_hyperparameters(
             {
                 "net": net,
@@ -170,9 +177,10 @@ class RawSRModule(L.LightningModule):
                 "degradation": degradation,
                 "lr_scaling": lr_scaling,
                 "lr_reference_batch": lr_reference_batch,
+                "memory_format": memory_format,
             }
         )
-        self.net = build_network(net)
+        self.net = build_network(net).to(memory_format=MEMORY_FORMATS[memory_format])
         self.scale: int = self.net.scale
         multiple = self.net.SIZE_MULTIPLE
         ok = isinstance(tile, int) and not isinstance(tile, bool) and tile > 0 and tile % multiple == 0
