@@ -174,16 +174,26 @@ FORWARDS = {
 """The forward pass's settings in part 2; the last is ``rawsr.predict``'s."""
 
 
-def forward_seconds(net: torch.nn.Module, raw: torch.Tensor, ref: torch.Tensor, retain: bool) -> float:
-    """Median seconds of ``net(raw, ref)`` without grad, with freed memory retained or not."""
+def forward_seconds(net: torch.nn.Module, raw: torch.Tensor, ref: torch.Tensor, retain: bool, calls: int = 1) -> float:
+    """Median seconds of ``calls`` calls of ``net(raw, ref)`` without grad, after one untimed call, all within one
+    :func:`retain_freed_memory` context (``retain``), so that a retained run reuses its memory from its second call."""
+    times = []
     with torch.no_grad(), retain_freed_memory(retain):
-        return seconds_per_call(lambda: net(raw, ref), 4.0, 2)
+        net(raw, ref)
+        for _ in range(calls):
+            start = time.perf_counter()
+            net(raw, ref)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def ceiling(device: torch.device, batch: int) -> tuple[float, float]:
+def ceiling(device: torch.device, batch: int, rounds: int) -> tuple[float, float]:
     """The best FLOP/s of the network's 3x3 convolutions alone (either memory format, either allocation), and the
     forward pass's rate in each of :data:`FORWARDS`; prints them and returns ``(the forward pass's rate as
-    rawsr.predict runs it over the ceiling, its seconds per batch of tiles)``."""
+    rawsr.predict runs it over the ceiling, its seconds per batch of tiles)``.
+
+    The convolutions and the forward passes take turns in ``rounds`` rounds (a machine that slows down or speeds up
+    meanwhile affects them alike); each figure is the median over the rounds, the ceiling the best median."""
     import torch.nn.functional as F
 
     from rawsr.inference.accelerate import MEMORY_FORMATS, network_flops
@@ -192,7 +202,7 @@ def ceiling(device: torch.device, batch: int) -> tuple[float, float]:
     net = RawSRNet(**PAPER_X2).to(device).eval()
     raw = torch.rand(batch, 1, PAPER_TILE, PAPER_TILE, device=device)
     ref = torch.rand(batch, 3, PAPER_TILE, PAPER_TILE, device=device)
-    best, best_shape = 0.0, None
+    convs = {}  # (shape, out channels, format, retain) -> (flops, args)
     for shape, conv in conv3x3_shapes(net, raw, ref):
         for name, fmt in MEMORY_FORMATS.items():
             x = torch.rand(shape, device=device).contiguous(memory_format=fmt)
@@ -200,26 +210,36 @@ def ceiling(device: torch.device, batch: int) -> tuple[float, float]:
             args = (x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             flops = network_flops(F.conv2d, *args)  # the same counter as the forward pass's below
             for retain in (False, True):
-                with retain_freed_memory(retain):
-                    seconds = seconds_per_call(lambda args=args: F.conv2d(*args), 1.0)
-                if flops / seconds > best:
-                    best = flops / seconds
-                    best_shape = f"{shape} -> {conv.out_channels} channels, {name}, retain_memory {retain}"
+                key = f"{shape} -> {conv.out_channels} channels, {name}, retain_memory {retain}"
+                convs[key] = (flops, args, retain)
+    flops = network_flops(net, raw, ref)
+    nets = {}
+    for name, (memory_format, _) in FORWARDS.items():
+        nets[name] = prepare_network(RawSRNet(**PAPER_X2).to(device), memory_format)
+        nets[name].load_state_dict(net.state_dict())
+    conv_times = {key: [] for key in convs}
+    forward_times = {name: [] for name in FORWARDS}
+    for _ in range(rounds):
+        for key, (_, args, retain) in convs.items():
+            with retain_freed_memory(retain):
+                conv_times[key].append(seconds_per_call(lambda args=args: F.conv2d(*args), 0.3))
+        for name, (_, retain) in FORWARDS.items():
+            forward_times[name].append(forward_seconds(nets[name], raw, ref, retain))
+    rates = {key: convs[key][0] / float(np.median(times)) for key, times in conv_times.items()}
+    best_shape = max(rates, key=rates.get)
+    best = rates[best_shape]
     print(
-        f"ceiling: {best / 1e9:.1f} GFLOP/s (fp32), the best 3x3 convolution of the network alone ({best_shape})",
+        f"ceiling: {best / 1e9:.1f} GFLOP/s (fp32), the best 3x3 convolution of the network alone ({best_shape}; "
+        f"median of {rounds} rounds)",
         flush=True,
     )
-
-    flops = network_flops(net, raw, ref)
-    rates, seconds = {}, {}
-    for name, (memory_format, retain) in FORWARDS.items():
-        ready = prepare_network(RawSRNet(**PAPER_X2).to(device), memory_format)
-        ready.load_state_dict(net.state_dict())
-        seconds[name] = forward_seconds(ready, raw, ref, retain)
-        rates[name] = flops / seconds[name]
+    seconds = {name: float(np.median(times)) for name, times in forward_times.items()}
+    rates = {name: flops / value for name, value in seconds.items()}
+    for name in FORWARDS:
+        spread = ", ".join(f"{t:.2f}" for t in forward_times[name])
         print(
-            f"forward (fp32): {name}: {seconds[name]:.2f} s per call of {batch} tile(s) of {PAPER_TILE}, "
-            f"{flops / 1e9:.0f} GFLOP of convolutions, {rates[name] / 1e9:.1f} GFLOP/s = "
+            f"forward (fp32): {name}: {seconds[name]:.2f} s per call of {batch} tile(s) of {PAPER_TILE} "
+            f"[{spread}], {flops / 1e9:.0f} GFLOP of convolutions, {rates[name] / 1e9:.1f} GFLOP/s = "
             f"{rates[name] / best:.0%} of the ceiling",
             flush=True,
         )
@@ -232,15 +252,21 @@ def ceiling(device: torch.device, batch: int) -> tuple[float, float]:
     return rates[names[-1]] / best, seconds[names[-1]]
 
 
-def end_to_end(megapixels: float, device: str, batch: int, call_seconds: float, keep: bool) -> float:
+def end_to_end(megapixels: float, device: str, batch: int, keep: bool) -> float:
     """``python -m rawsr.predict`` with its defaults on a synthetic DNG of ``megapixels`` with the paper-width x2
     network, timed in a fresh process; prints its minutes and its ratio to the network alone on the same output
-    area without overlap (``call_seconds`` per batch of ``batch`` tiles); returns the minutes."""
+    area without overlap (seconds per batch of ``batch`` tiles as ``rawsr.predict`` runs them, the median of calls
+    just before and just after the run, times the batches that cover the output once); returns the minutes."""
     work = Path(tempfile.mkdtemp(prefix="rawsr-bench-e2e-"))
     try:
         ckpt = network_checkpoint(work / "paper_x2.ckpt", PAPER_X2, PAPER_TILE)
         h, w = mosaic_shape(megapixels)
         dng = write_dng(work / f"synthetic_{megapixels:g}mp.dng", synthetic_mosaic(h, w), "RGGB", BLACK, WHITE)
+        torch.manual_seed(0)
+        net = prepare_network(RawSRNet(**PAPER_X2).to(device), "channels_last")
+        raw = torch.rand(batch, 1, PAPER_TILE, PAPER_TILE, device=device)
+        ref = torch.rand(batch, 3, PAPER_TILE, PAPER_TILE, device=device)
+        before = forward_seconds(net, raw, ref, True, calls=3)
         command = [
             sys.executable, "-m", "rawsr.predict", f"ckpt_path={ckpt}", f"input={dng}",
             f"output_dir={work / 'out'}", "progress=false", f"device={device}", f"tile_batch={batch}",
@@ -250,12 +276,14 @@ def end_to_end(megapixels: float, device: str, batch: int, call_seconds: float, 
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"rawsr.predict failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        after = forward_seconds(net, raw, ref, True, calls=3)
+        call_seconds = (before + after) / 2
         network_alone = h * w / (batch * PAPER_TILE**2) * call_seconds
         print(
             f"end to end: rawsr.predict on a {megapixels:g} MP DNG ({h}x{w}) -> {2 * h}x{2 * w} 16-bit PNG: "
             f"{wall:.0f} s = {wall / 60:.1f} min ({4 * h * w / 1e6 / wall:.3f} output MP/s); the network alone on "
             f"the same area without overlap: {network_alone:.0f} s ({h * w / PAPER_TILE**2:.0f} tiles of "
-            f"{PAPER_TILE} at {call_seconds:.2f} s per {batch})",
+            f"{PAPER_TILE} at {call_seconds:.2f} s per {batch}: {before:.2f} s before the run, {after:.2f} s after)",
             flush=True,
         )
         print(f"end_to_end_ratio={wall / network_alone:.3f}", flush=True)
@@ -336,7 +364,9 @@ def main() -> None:
         default="auto",
         help="the memory runs' overlap key: auto (predict's default), null (half the tile) or LR pixels",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the ceiling and forward timings (default 3)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--forward-only", action="store_true", help="only the ceiling and the forward passes")
     parser.add_argument("--end-to-end", action="store_true", help="also time rawsr.predict on a 24 MP DNG")
     parser.add_argument("--e2e-megapixels", type=float, default=24.0, help="the end-to-end DNG's size (default 24)")
     parser.add_argument("--skip-rss", action="store_true")
@@ -347,6 +377,10 @@ def main() -> None:
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}", flush=True)
     summary = []
+    if args.forward_only:
+        fraction, _ = ceiling(device, batch, args.rounds)
+        print(f"ceiling_fraction={fraction:.3f}")
+        return
     if not args.skip_throughput:
         rates = {}
         for name, setting in SETTINGS.items():
@@ -354,10 +388,10 @@ def main() -> None:
             rates[name] = throughput(device, args.bf16, args.megapixels, args.budget, batch, **setting)
         before, after = rates.values()
         print(f"predict's defaults over rawsr 0.1: {after / before:.2f}x", flush=True)
-        fraction, call_seconds = ceiling(device, batch)
+        fraction, _ = ceiling(device, batch, args.rounds)
         minutes = 4 * 24 / after / 60
         if args.end_to_end:
-            minutes = end_to_end(args.e2e_megapixels, args.device, batch, call_seconds, args.keep)
+            minutes = end_to_end(args.e2e_megapixels, device, batch, args.keep)
         summary = [f"ceiling_fraction={fraction:.3f}", f"minutes_24mp={minutes:.1f}"]
     if not args.skip_rss:
         overlap = args.rss_overlap

@@ -10,8 +10,9 @@ warm-up, then the step times are summed over windows of consecutive steps and th
     python scripts/bench_train_step.py --device cuda --precision bf16-mixed --width 128 --crop 128   # x4, paper size
 
 Each loop's images/s and achieved FLOP/s (the convolutions of one training step, forward and backward, counted by
-``torch.utils.flop_counter``) are printed; ``--memory-format channels_last`` trains in NHWC (``model.memory_format``).
-The last line is ``overhead=<Lightning time / bare time>``.
+``torch.utils.flop_counter``) are printed. ``--memory-format contiguous channels_last`` times both layouts of the
+network (``model.memory_format``) in the same rounds. The last line is ``overhead=<Lightning time / bare time>`` for
+the first layout named (``overhead_<layout>=`` for the others just before it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from rawsr.config import config_dir, instantiate
 from rawsr.data import RawSRDataModule
+from rawsr.inference.accelerate import MEMORY_FORMATS
 from rawsr.training import RawSRModule, ReproducibleResume
 
 
@@ -41,7 +43,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--crop", type=int, default=64, help="LR crop side; HR side = scale * crop")
     parser.add_argument("--batch", type=int, default=6)
-    parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
+    parser.add_argument(
+        "--memory-format",
+        nargs="+",
+        default=["contiguous"],
+        choices=["contiguous", "channels_last"],
+        help="the network's layout (model.memory_format); several alternate in the same rounds and are compared",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="steps discarded at the start of each round")
     parser.add_argument("--window", type=int, default=3, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per round")
@@ -68,7 +76,6 @@ def build(args: argparse.Namespace) -> tuple[RawSRDataModule, RawSRModule, list[
         f"model.net.width={args.width}",
         "model.net.growth=16",
         "model.net.dense_layers=8",
-        f"model.memory_format={args.memory_format}",
     ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -178,24 +185,34 @@ def main() -> None:
     data, model, batches = build(args)
     flops = step_flops(data, model, batches[0], device)
     print(
-        f"device={device.type} precision={args.precision} memory_format={args.memory_format} "
+        f"device={device.type} precision={args.precision} memory_format={','.join(args.memory_format)} "
         f"scale=x{args.scale} width={args.width} "
         f"LR crop={args.crop} (HR {args.scale * args.crop}) batch={args.batch} threads={torch.get_num_threads()} "
         f"windows={args.rounds}x{args.windows} of {args.window} steps after {args.warmup} warm-up steps"
     )
-    timings: dict[str, list[float]] = {"lightning": [], "bare": []}
+    models = {fmt: copy.deepcopy(model) for fmt in args.memory_format}
+    for fmt, m in models.items():
+        m.net.to(memory_format=MEMORY_FORMATS[fmt])  # what model.memory_format does
+    timings: dict[tuple[str, str], list[float]] = {}
     for round_index in range(args.rounds):
-        for name, run in (("lightning", lightning_round), ("bare", bare_round)):
-            L.seed_everything(round_index, verbose=False)
-            timings[name] += run(args, data, copy.deepcopy(model), batches, device, sync)
-    medians = {name: statistics.median(values) for name, values in timings.items()}
-    for name, values in timings.items():
+        for fmt, m in models.items():
+            for name, run in (("lightning", lightning_round), ("bare", bare_round)):
+                L.seed_everything(round_index, verbose=False)
+                timings.setdefault((name, fmt), []).extend(run(args, data, copy.deepcopy(m), batches, device, sync))
+    medians = {key: statistics.median(values) for key, values in timings.items()}
+    for (name, fmt), values in timings.items():
         spread = ", ".join(f"{v:.3f}" for v in values)
+        median = medians[name, fmt]
         print(
-            f"{name:>9}: median {medians[name]:.3f} s/step, {args.batch / medians[name]:.2f} images/s, "
-            f"{flops / medians[name] / 1e9:.1f} GFLOP/s of convolutions ({flops / 1e9:.1f} GFLOP per step)  [{spread}]"
+            f"{name:>9} {fmt}: median {median:.3f} s/step, {args.batch / median:.2f} images/s, "
+            f"{flops / median / 1e9:.1f} GFLOP/s of convolutions ({flops / 1e9:.1f} GFLOP per step)  [{spread}]"
         )
-    print(f"overhead={medians['lightning'] / medians['bare']:.3f}")
+    first, *others = args.memory_format
+    for fmt in others:
+        print(f"{fmt} over {first}, bare loop: {medians['bare', first] / medians['bare', fmt]:.2f}x faster")
+    for fmt in others:
+        print(f"overhead_{fmt}={medians['lightning', fmt] / medians['bare', fmt]:.3f}")
+    print(f"overhead={medians['lightning', first] / medians['bare', first]:.3f}")
 
 
 if __name__ == "__main__":

@@ -215,6 +215,46 @@ def test_native_bf16_elsewhere():
     assert isinstance(native_bf16("cpu"), bool)  # this machine's own /proc/cpuinfo, or False without one
 
 
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_training_in_channels_last_gives_the_same_loss_and_gradients(tmp_path):
+    from rawsr.training import RawSRModule
+
+    net = {"scale": 2, "width": 8, "growth": 4, "dense_layers": 2}
+    torch.manual_seed(0)
+    modules = {name: RawSRModule(net=net, tile=16, memory_format=name) for name in MEMORY_FORMATS}
+    modules["channels_last"].load_state_dict(modules["contiguous"].state_dict())
+    weight = modules["channels_last"].net.restoration.conv_in[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    raw, ref, target = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)
+    losses, grads = {}, {}
+    for name, module in modules.items():
+        with torch.no_grad():  # open the zero-initialised fusion gates so that every weight gets a gradient
+            for gate in (module.net.color.fuse_low, module.net.color.fuse_high):
+                gate.proj.weight.fill_(0.01)
+        loss = module.loss(module(raw, ref), {"hr_srgb": target})
+        loss.backward()
+        losses[name] = loss.item()
+        grads[name] = {k: p.grad for k, p in module.named_parameters()}
+    assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-6)
+    for key, grad in grads["contiguous"].items():
+        torch.testing.assert_close(grads["channels_last"][key], grad, rtol=1e-4, atol=1e-6)
+    # A checkpoint of channels-last weights loads, with weights_only, into a module of either layout.
+    torch.save(modules["channels_last"].state_dict(), tmp_path / "state.pt")
+    restored = RawSRModule(net=net, tile=16)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    for key, value in restored.state_dict().items():
+        torch.testing.assert_close(value, modules["channels_last"].state_dict()[key], rtol=0, atol=0)
+
+
+def test_training_refuses_an_unknown_memory_format():
+    from rawsr.training import RawSRModule
+
+    with pytest.raises(ConfigError, match="config key 'model.memory_format'"):
+        RawSRModule(net={"scale": 2, "width": 8, "growth": 4, "dense_layers": 1}, tile=16, memory_format="nhwc")
+
+
 # ------------------------------------------------------------------------------------------------ freed memory
 
 
