@@ -132,7 +132,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from rawsr.inference import BLENDS, super_resolve
+    from rawsr.inference import BLENDS
     from rawsr.inference.accelerate import MEMORY_FORMATS, prepare_network, retain_freed_memory
     from rawsr.training import load_checkpoint
 
@@ -183,18 +183,7 @@ def evaluate(cfg: DictConfig) -> list[dict]:
             image_ids = [int(i) for i in batch["index"]]
             outputs = {"bicubic": F.interpolate(batch["lr_ref"].float(), scale_factor=first.scale, mode="bicubic")}
             for name, module in modules.items():
-                outputs[name] = super_resolve(
-                    module.net,
-                    batch["lr_raw"],
-                    batch["lr_ref"],
-                    module.tile,
-                    module.scale,
-                    wb=batch.get("wb"),
-                    ccm=batch.get("ccm"),
-                    blend=cfg.blend,
-                    pad=cfg.border_pad,
-                    tta=cfg.tta,
-                )
+                outputs[name] = module.super_resolve(batch, blend=cfg.blend, pad=cfg.border_pad, tta=cfg.tta)
             for name, output in outputs.items():
                 scores = score(output, target, first.scale, cfg.protocol)
                 for image_id, image, image_score in zip(image_ids, output, scores, strict=True):

@@ -287,7 +287,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def resolve_overlap(value: int | str | None, tile: int) -> int:
     """The LR overlap of the ``overlap`` key for a checkpoint's ``tile``: ``auto`` is
-    :func:`rawsr.inference.tiling.feathered_overlap` (an eighth of the tile), ``null`` half the tile (the paper's
+    :func:`rawsr.inference.tiling.feathered_overlap` (a sixteenth of the tile), ``null`` half the tile (the paper's
     stride), an int itself."""
     from rawsr.inference.tiling import feathered_overlap
 

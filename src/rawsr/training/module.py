@@ -213,9 +213,12 @@ class RawSRModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["lr_raw"].shape[0])
         return loss
 
-    def super_resolve(self, batch: Mapping[str, torch.Tensor], blend: str | None = None) -> torch.Tensor:
+    def super_resolve(
+        self, batch: Mapping[str, torch.Tensor], blend: str | None = None, pad: int = 0, tta: bool = False
+    ) -> torch.Tensor:
         """Tile-wise sRGB prediction of whole images, clipped to [0, 1]: ``(B, 3, sH, sW)`` in float32
-        (:func:`rawsr.inference.super_resolve`)."""
+        (:func:`rawsr.inference.super_resolve`, whose ``pad`` and ``tta`` these are); ``blend`` defaults to
+        ``val_blend``."""
         return super_resolve(
             self.net,
             batch["lr_raw"],
@@ -225,6 +228,8 @@ class RawSRModule(L.LightningModule):
             wb=batch.get("wb"),
             ccm=batch.get("ccm"),
             blend=blend or self.hparams.val_blend,
+            pad=pad,
+            tta=tta,
         )
 
     def bicubic(self, lr_ref: torch.Tensor) -> torch.Tensor:
